@@ -1,0 +1,36 @@
+# Two commands from a fresh clone:
+#   make run    set up a virtualenv, write a demo into ./demo, run the daemon
+#   make test   set up a virtualenv and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+DEMO ?= demo
+PYTEST_ARGS ?=
+BIN = $(VENV)/bin
+
+.PHONY: setup run test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Stockdrop needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	@test -f $(DEMO)/stockdrop.toml || $(BIN)/stockdrop init $(DEMO)
+	$(BIN)/stockdrop -c $(DEMO)/stockdrop.toml db upgrade
+	$(BIN)/stockdrop -c $(DEMO)/stockdrop.toml run
+
+# pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,95 @@
+"""What every command shares: settings, the database, the clock, output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.db import migrate
+from daemon.db.engine import make_engine, session_factory
+from daemon.errors import UserError
+from daemon.settings import Settings, load_settings
+
+
+class App:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            s = self.settings
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self._engine = make_engine(s.database_url, busy_timeout_ms=s.database.sqlite_busy_timeout_ms,
+                                       pool_size=s.database.pool_size)
+        return self._engine
+
+    def require_schema(self) -> None:
+        """Refuse to work on a database whose schema is not the code's."""
+        current, head = migrate.current_revision(self.engine), migrate.head_revision(self.engine)
+        if current != head:
+            raise UserError(
+                f"the database is at revision {current or 'none'}, this version needs {head}: "
+                "run `stockdrop db upgrade`"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        if self._sessions is None:
+            self.require_schema()
+            self._sessions = session_factory(self.engine)
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def to_jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: to_jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> None:
+    """A plain aligned table for people; scripts use --json."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"

@@ -1,0 +1,64 @@
+"""The demo that `stockdrop init` writes: a config and some SKUs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from daemon.db.catalog import get_source
+from daemon.db.stock import set_one
+from daemon.inventory.stock import Reason
+
+DEMO_CONFIG = """\
+# Stockdrop demo configuration, written by `stockdrop init`.
+# Every key is documented in config/stockdrop.example.toml.
+
+# Relative paths are relative to this file's folder.
+data_dir = "data"
+
+# [database] is left out: the default is a SQLite file in data_dir.
+
+[listeners.ftp]
+enabled = true
+host = "127.0.0.1"
+port = 2121
+
+[listeners.sftp]
+enabled = true
+host = "127.0.0.1"
+port = 2222
+
+[[merchants]]
+name = "demo"
+timezone = "Europe/Berlin"
+report_recipients = ["merchant@example.com"]
+
+# The merchant-fulfilled source exists without being listed.
+[[merchants.sources]]
+name = "main-warehouse"
+kind = "warehouse"
+priority = 10
+
+[merchants.sources.feed]
+mode = "set"
+scope = "partial"
+"""
+
+# SKUs that show what Stockdrop keeps exactly: leading zeros, dashes, dots.
+DEMO_STOCK = [
+    ("0001234", 12, 40),
+    ("0001235", 0, 25),
+    ("TSHIRT-RED-M", 5, 18),
+    ("TSHIRT-RED-L", 3, 0),
+    ("MUG-11OZ.WHITE", 30, 120),
+]
+
+
+def seed_demo(session: Session, now: datetime) -> int:
+    mf = get_source(session, "demo", "merchant-fulfilled")
+    wh = get_source(session, "demo", "main-warehouse")
+    for sku, mf_qty, wh_qty in DEMO_STOCK:
+        set_one(session, mf, sku, mf_qty, actor="init", now=now, reason=Reason.IMPORT)
+        set_one(session, wh, sku, wh_qty, actor="init", now=now, reason=Reason.IMPORT)
+    return len(DEMO_STOCK)

@@ -1,0 +1,72 @@
+"""Merchants, sources and products: keeping the database in step with the config."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from daemon.db.models import Merchant, Product, Source
+from daemon.errors import NotFound
+from daemon.settings import Settings
+
+
+def sync_config(session: Session, settings: Settings, now: datetime) -> None:
+    """Create the merchants and sources the config names; update what changed.
+
+    Nothing is deleted: a source removed from the config keeps its history and
+    stock until an operator removes it on purpose.
+    Every merchant gets its merchant-fulfilled source here.
+    """
+    for m in settings.merchants:
+        merchant = session.scalar(select(Merchant).where(Merchant.name == m.name))
+        if merchant is None:
+            merchant = Merchant(name=m.name, timezone=m.timezone, created_at=now)
+            session.add(merchant)
+            session.flush()
+        merchant.timezone = m.timezone
+        for s in m.all_sources():
+            source = session.scalar(
+                select(Source).where(Source.merchant_id == merchant.id, Source.name == s.name)
+            )
+            if source is None:
+                session.add(
+                    Source(merchant_id=merchant.id, name=s.name, kind=s.kind,
+                           priority=s.priority, created_at=now)
+                )
+            else:
+                source.kind, source.priority = s.kind, s.priority
+    session.flush()
+
+
+def get_merchant(session: Session, name: str) -> Merchant:
+    merchant = session.scalar(select(Merchant).where(Merchant.name == name))
+    if merchant is None:
+        raise NotFound(f"no merchant named {name!r}")
+    return merchant
+
+
+def get_source(session: Session, merchant: str, source: str) -> Source:
+    found = session.scalar(
+        select(Source).join(Merchant).where(Merchant.name == merchant, Source.name == source)
+    )
+    if found is None:
+        names = session.scalars(
+            select(Source.name).join(Merchant).where(Merchant.name == merchant).order_by(Source.name)
+        ).all()
+        raise NotFound(
+            f"no source named {source!r} for merchant {merchant!r} (sources: {', '.join(names) or 'none'})"
+        )
+    return found
+
+
+def get_or_create_product(session: Session, merchant_id: int, sku: str, now: datetime) -> Product:
+    product = session.scalar(
+        select(Product).where(Product.merchant_id == merchant_id, Product.sku == sku)
+    )
+    if product is None:
+        product = Product(merchant_id=merchant_id, sku=sku, created_at=now)
+        session.add(product)
+        session.flush()
+    return product

@@ -1,0 +1,413 @@
+"""TOML configuration -> validated, typed settings.
+
+The file is read once at load; every problem is reported with its key path
+(``merchants[0].sources[1].drop_folder: folder does not exist``) and the daemon
+refuses to start rather than half-start. Relative paths are relative to the
+folder of the config file, so a config and its data directory can move together.
+
+Secrets are never required in the file itself: every secret ``X`` may be given
+as ``X_env`` (the name of an environment variable) or ``X_file`` (a path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from daemon.errors import ConfigError
+
+CONFIG_ENV = "STOCKDROP_CONFIG"
+DEFAULT_CONFIG_NAME = "stockdrop.toml"
+MERCHANT_FULFILLED = "merchant-fulfilled"
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(value: str | None, env: str | None, file: Path | None, what: str) -> str | None:
+    given = [x for x in (value, env, file) if x is not None]
+    if len(given) > 1:
+        raise ValueError(f"give only one of {what}, {what}_env, {what}_file")
+    if env is not None:
+        if env not in os.environ:
+            raise ValueError(f"{what}_env: environment variable {env} is not set")
+        return os.environ[env]
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{what}_file: cannot read {file}: {exc.strerror}") from None
+    return value
+
+
+class DatabaseSettings(_Model):
+    """Where the state lives. Default: a SQLite file in the data directory."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: Path | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: Path | None = None
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    pool_size: int = Field(default=5, ge=1)
+
+    def resolved_url(self, data_dir: Path) -> str:
+        url = _read_secret(self.url, self.url_env, self.url_file, "url")
+        if url is None:
+            return f"sqlite:///{data_dir / 'stockdrop.db'}"
+        password = _read_secret(self.password, self.password_env, self.password_file, "password")
+        if password is not None:
+            from sqlalchemy.engine import make_url
+
+            url = make_url(url).set(password=password).render_as_string(hide_password=False)
+        return url
+
+    @model_validator(mode="after")
+    def _secrets_resolve(self) -> DatabaseSettings:
+        _read_secret(self.url, self.url_env, self.url_file, "url")
+        _read_secret(self.password, self.password_env, self.password_file, "password")
+        return self
+
+
+class FeedSettings(_Model):
+    """How a source's quantity files are read and applied."""
+
+    mode: Literal["set", "adjust"] = "set"
+    scope: Literal["partial", "full"] = "partial"
+    on_row_error: Literal["skip_rows", "reject_file"] = "skip_rows"
+    unknown_sku: Literal["reject_row", "create"] = "create"
+    duplicates: Literal["reject", "last_wins"] = "reject"
+    negative: Literal["reject", "clamp"] = "reject"
+    max_quantity: int = Field(default=1_000_000, ge=0)
+    # Full-feed guard: hold instead of applying a suspiciously small feed.
+    min_rows: int = Field(default=1, ge=0)
+    max_zeroed_percent: float = Field(default=20.0, ge=0, le=100)
+    columns: dict[Literal["sku", "quantity", "location", "as_of"], str] = Field(default_factory=dict)
+    sheet: str | int | None = None
+    # Where a row's as-of time comes from. "filename" uses filename_pattern.
+    as_of_from: Literal["column", "filename", "received"] = "received"
+    filename_pattern: str | None = None
+    filename_time_format: str = "%Y%m%d%H%M%S"
+
+    @field_validator("filename_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compiled = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+            if "ts" not in compiled.groupindex:
+                raise ValueError("needs a named group (?P<ts>...) holding the timestamp")
+        return value
+
+    @model_validator(mode="after")
+    def _filename_needs_pattern(self) -> FeedSettings:
+        if self.as_of_from == "filename" and not self.filename_pattern:
+            raise ValueError("as_of_from = 'filename' needs filename_pattern")
+        return self
+
+
+class SourceSettings(_Model):
+    name: Name
+    kind: Literal["warehouse", "merchant-fulfilled"] = "warehouse"
+    # The inbox. Default: <data_dir>/sources/<merchant>/<source>/inbox
+    drop_folder: Path | None = None
+    # Allocation order for orders: lower first. merchant-fulfilled defaults to 0.
+    priority: int = 100
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+
+
+class MarketSettings(_Model):
+    """A marketplace the merchant sells on; the rules arrive with the markets issue."""
+
+    name: Name
+    kind: Literal["amazon", "ebay", "walmart", "shopify", "generic"] = "generic"
+    sources: list[str] | None = None
+    buffer: int = Field(default=0, ge=0)
+    percent: int = Field(default=100, ge=0, le=100)
+    maximum: int | None = Field(default=None, ge=0)
+    minimum: int = Field(default=0, ge=0)
+    restock: Literal["always", "never", "by_origin"] = "by_origin"
+
+
+class MerchantSettings(_Model):
+    name: Name
+    timezone: str = "UTC"
+    report_recipients: list[str] = Field(default_factory=list)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    markets: list[MarketSettings] = Field(default_factory=list)
+    restock_window_days: int = Field(default=14, ge=0)
+    split_orders: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("report_recipients")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                raise ValueError(f"not an email address: {address!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> MerchantSettings:
+        _no_duplicates([s.name for s in self.sources], "source")
+        _no_duplicates([m.name for m in self.markets], "market")
+        if sum(1 for s in self.sources if s.kind == MERCHANT_FULFILLED) > 1:
+            raise ValueError("only one source may be merchant-fulfilled")
+        return self
+
+    def all_sources(self) -> list[SourceSettings]:
+        """The configured sources plus the default merchant-fulfilled one."""
+        if any(s.kind == MERCHANT_FULFILLED for s in self.sources):
+            return list(self.sources)
+        default = SourceSettings(name=MERCHANT_FULFILLED, kind=MERCHANT_FULFILLED, priority=0)
+        return [default, *self.sources]
+
+
+def _no_duplicates(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} name {name!r} is used twice")
+        seen.add(name)
+
+
+class IngestSettings(_Model):
+    workers: int = Field(default=4, ge=1, le=64)
+    settle_seconds: float = Field(default=2.0, ge=0)
+    reconcile_seconds: float = Field(default=60.0, gt=0)
+    polling_observer: bool = False  # for network filesystems where inotify sees nothing
+    done_markers: bool = False  # wait for NAME.done / NAME.ok before taking NAME
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_uncompressed_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    parse_timeout_seconds: float = Field(default=300.0, gt=0)
+    parse_memory_mb: int = Field(default=4096, ge=256)
+    archive_retention_days: int = Field(default=90, ge=0)
+
+
+class FtpListener(_Model):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2121, ge=0, le=65535)
+    passive_ports: tuple[int, int] | None = None
+    masquerade_address: str | None = None
+    max_connections: int = Field(default=50, ge=1)
+    max_per_ip: int = Field(default=10, ge=1)
+    idle_timeout: int = Field(default=300, ge=1)
+    max_file_bytes: int | None = Field(default=None, gt=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> FtpListener:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.require_tls and self.tls_cert is None:
+            raise ValueError("require_tls needs tls_cert and tls_key")
+        if self.passive_ports and self.passive_ports[0] > self.passive_ports[1]:
+            raise ValueError("passive_ports: first port is above the last")
+        return self
+
+
+class SftpListener(_Model):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2222, ge=0, le=65535)
+    host_key: Path | None = None  # default: <data_dir>/ssh_host_ed25519_key
+    idle_timeout: int = Field(default=300, ge=1)
+    max_connections: int = Field(default=50, ge=1)
+    max_file_bytes: int | None = Field(default=None, gt=0)
+
+
+class BanSettings(_Model):
+    max_failures: int = Field(default=5, ge=1)
+    window_seconds: int = Field(default=300, ge=1)
+    ban_seconds: int = Field(default=900, ge=0)
+
+
+class ListenerSettings(_Model):
+    ftp: FtpListener = Field(default_factory=FtpListener)
+    sftp: SftpListener = Field(default_factory=SftpListener)
+    bans: BanSettings = Field(default_factory=BanSettings)
+
+
+class ScheduleSettings(_Model):
+    """Filled in by the export issue; accepted now so configs can carry it."""
+
+    exports_every_minutes: int = Field(default=15, ge=1)
+    report_cron: str | None = None
+
+
+class Settings(_Model):
+    config_path: Path | None = None
+    data_dir: Path = Path("data")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    listeners: ListenerSettings = Field(default_factory=ListenerSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    merchants: list[MerchantSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_merchants(self) -> Settings:
+        _no_duplicates([m.name for m in self.merchants], "merchant")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.database.resolved_url(self.data_dir)
+
+    def merchant(self, name: str | None) -> MerchantSettings:
+        from daemon.errors import NotFound
+
+        if name is None:
+            if len(self.merchants) == 1:
+                return self.merchants[0]
+            raise NotFound("several merchants are configured: name one with --merchant")
+        for merchant in self.merchants:
+            if merchant.name == name:
+                return merchant
+        raise NotFound(f"no merchant named {name!r} in the configuration")
+
+    def source_folder(self, merchant: str, source: SourceSettings) -> Path:
+        """The folder that holds a source's inbox/ and results/."""
+        if source.drop_folder is not None:
+            return source.drop_folder.parent
+        return self.data_dir / "sources" / merchant / source.name
+
+    def inbox(self, merchant: str, source: SourceSettings) -> Path:
+        if source.drop_folder is not None:
+            return source.drop_folder
+        return self.source_folder(merchant, source) / "inbox"
+
+    def results(self, merchant: str, source: SourceSettings) -> Path:
+        return self.source_folder(merchant, source) / "results"
+
+
+def find_config(explicit: str | os.PathLike[str] | None) -> Path:
+    """``-c/--config``, then ``$STOCKDROP_CONFIG``, then ``./stockdrop.toml``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's internal validator names
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(error.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def _absolutise(raw: dict[str, Any], base: Path) -> None:
+    """Make relative paths relative to the config file's folder, in place."""
+
+    def fix(mapping: dict[str, Any], keys: tuple[str, ...]) -> None:
+        for key in keys:
+            value = mapping.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                mapping[key] = str(base / value)
+
+    fix(raw, ("data_dir",))
+    raw.setdefault("data_dir", str(base / "data"))
+    if isinstance(raw.get("database"), dict):
+        fix(raw["database"], ("url_file", "password_file"))
+    listeners = raw.get("listeners")
+    if isinstance(listeners, dict):
+        if isinstance(listeners.get("ftp"), dict):
+            fix(listeners["ftp"], ("tls_cert", "tls_key"))
+        if isinstance(listeners.get("sftp"), dict):
+            fix(listeners["sftp"], ("host_key",))
+    for merchant in raw.get("merchants") or []:
+        if isinstance(merchant, dict):
+            for source in merchant.get("sources") or []:
+                if isinstance(source, dict):
+                    fix(source, ("drop_folder",))
+
+
+def _file_checks(settings: Settings) -> list[tuple[str, str]]:
+    """Checks that need the filesystem: they run after the shape is valid."""
+    problems: list[tuple[str, str]] = []
+    for i, merchant in enumerate(settings.merchants):
+        for j, source in enumerate(merchant.sources):
+            if source.drop_folder is not None and not source.drop_folder.is_dir():
+                problems.append(
+                    (f"merchants[{i}].sources[{j}].drop_folder", f"folder does not exist: {source.drop_folder}")
+                )
+    ftp = settings.listeners.ftp
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(ftp, key)
+        if ftp.enabled and path is not None and not path.is_file():
+            problems.append((f"listeners.ftp.{key}", f"file does not exist: {path}"))
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        problems.append(("data_dir", f"not a folder: {settings.data_dir}"))
+    return problems
+
+
+def parse_settings(raw: dict[str, Any], *, base: Path, config_path: Path | None = None) -> Settings:
+    """Validate an already-read TOML mapping. Raises ConfigError with every problem."""
+    raw = dict(raw)
+    _absolutise(raw, base)
+    if config_path is not None:
+        raw["config_path"] = str(config_path)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_key_path(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        raise ConfigError(problems) from None
+    problems = _file_checks(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    path = find_config(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("(file)", f"config file not found: {path}")]) from None
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(file)", f"{path} is not valid TOML: {exc}")]) from None
+    return parse_settings(raw, base=path.resolve().parent, config_path=path.resolve())

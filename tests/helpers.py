@@ -1,0 +1,64 @@
+"""Small helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> CliResult:
+    """Run the CLI in this process, as a user would from a shell."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+def stockdrop_subprocess(*args: str | Path, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "daemon", *map(str, args)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def write_config(directory: Path, body: str, *, database_url: str | None = None) -> Path:
+    """A config file with an optional [database] url prepended."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = 'data_dir = "data"\n'
+    if database_url:
+        text += f'[database]\nurl = "{database_url}"\n'
+    path = directory / "stockdrop.toml"
+    path.write_text(text + body, encoding="utf-8")
+    return path
+
+
+ONE_WAREHOUSE = """
+[[merchants]]
+name = "acme"
+timezone = "UTC"
+
+[[merchants.sources]]
+name = "wh1"
+kind = "warehouse"
+priority = 10
+"""

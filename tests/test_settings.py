@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import ConfigError
+from daemon.settings import MERCHANT_FULFILLED, find_config, load_settings, parse_settings
+
+
+def problems_of(raw: dict, base: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(raw, base=base)
+    return dict(info.value.problems)
+
+
+def test_an_empty_config_is_valid_and_uses_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    s = parse_settings({}, base=tmp_path)
+    assert s.data_dir == tmp_path / "data"
+    assert s.database_url == f"sqlite:///{tmp_path / 'data' / 'stockdrop.db'}"
+
+
+def test_every_merchant_gets_a_merchant_fulfilled_source(tmp_path: Path) -> None:
+    s = parse_settings({"merchants": [{"name": "m", "sources": [{"name": "wh"}]}]}, base=tmp_path)
+    names = [src.name for src in s.merchants[0].all_sources()]
+    assert names == [MERCHANT_FULFILLED, "wh"]
+
+
+def test_a_bad_key_is_named_with_its_full_path(tmp_path: Path) -> None:
+    raw = {"merchants": [{"name": "m", "sources": [{"name": "a"}, {"name": "b", "kind": "shop"}]}]}
+    problems = problems_of(raw, tmp_path)
+    assert "merchants[0].sources[1].kind" in problems
+    assert "warehouse" in problems["merchants[0].sources[1].kind"]
+
+
+def test_a_missing_drop_folder_is_reported_with_its_key(tmp_path: Path) -> None:
+    raw = {"merchants": [{"name": "m", "sources": [{"name": "a"}, {"name": "b", "drop_folder": "nowhere"}]}]}
+    problems = problems_of(raw, tmp_path)
+    assert problems["merchants[0].sources[1].drop_folder"].startswith("folder does not exist")
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    raw = {
+        "colour": "blue",
+        "ingest": {"workers": 0},
+        "merchants": [{"name": "m", "timezone": "Mars/Olympus", "report_recipients": ["nobody"],
+                       "sources": [{"name": "w", "feed": {"mode": "replace", "max_zeroed_percent": 150}}]}],
+    }
+    problems = problems_of(raw, tmp_path)
+    assert problems["colour"] == "unknown key"
+    assert "ingest.workers" in problems
+    assert "unknown time zone" in problems["merchants[0].timezone"]
+    assert "not an email address" in problems["merchants[0].report_recipients"]
+    assert "merchants[0].sources[0].feed.mode" in problems
+    assert "merchants[0].sources[0].feed.max_zeroed_percent" in problems
+
+
+def test_duplicate_names_are_refused(tmp_path: Path) -> None:
+    raw = {"merchants": [{"name": "m", "sources": [{"name": "w"}, {"name": "w"}]}]}
+    problems = problems_of(raw, tmp_path)
+    assert any("used twice" in reason for reason in problems.values())
+
+
+def test_a_password_can_come_from_an_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PW", "s3cret")
+    s = parse_settings({"database": {"url": "postgresql+psycopg://u@h/db", "password_env": "DB_PW"}}, base=tmp_path)
+    assert s.database_url == "postgresql+psycopg://u:s3cret@h/db"
+
+
+def test_a_password_can_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("fromfile\n")
+    s = parse_settings({"database": {"url": "postgresql+psycopg://u@h/db", "password_file": "pw"}}, base=tmp_path)
+    assert s.database_url == "postgresql+psycopg://u:fromfile@h/db"
+
+
+def test_a_secret_from_an_unset_variable_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    problems = problems_of({"database": {"url": "postgresql://u@h/db", "password_env": "NOPE_PW"}}, tmp_path)
+    assert "NOPE_PW" in problems["database"]
+
+
+def test_a_filename_as_of_needs_a_pattern_with_a_ts_group(tmp_path: Path) -> None:
+    raw = {"merchants": [{"name": "m", "sources": [{"name": "w", "feed": {"as_of_from": "filename", "filename_pattern": "(\\d+)"}}]}]}
+    problems = problems_of(raw, tmp_path)
+    assert "(?P<ts>" in problems["merchants[0].sources[0].feed.filename_pattern"]
+
+
+def test_the_config_is_found_from_option_then_environment_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STOCKDROP_CONFIG", raising=False)
+    assert find_config(None) == tmp_path / "stockdrop.toml"
+    monkeypatch.setenv("STOCKDROP_CONFIG", "/etc/x.toml")
+    assert find_config(None) == Path("/etc/x.toml")
+    assert find_config("given.toml") == Path("given.toml")
+
+
+def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "stockdrop.toml"
+    path.write_text("merchants = [[[")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "not valid TOML" in str(info.value)
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "in").mkdir()
+    path = tmp_path / "conf" / "stockdrop.toml"
+    path.write_text('data_dir = "var"\n[[merchants]]\nname = "m"\n[[merchants.sources]]\nname = "w"\ndrop_folder = "in"\n')
+    s = load_settings(path)
+    assert s.data_dir == tmp_path / "conf" / "var"
+    assert s.merchants[0].sources[0].drop_folder == tmp_path / "conf" / "in"
+
+
+def test_the_example_config_is_valid(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "config" / "stockdrop.example.toml"
+    copy = tmp_path / "stockdrop.toml"
+    copy.write_text(example.read_text())
+    settings = load_settings(copy)
+    assert settings.merchants[0].sources[0].name == "main-warehouse"
