@@ -9,6 +9,8 @@ from daemon.cli.app import App
 from daemon.db.catalog import sync_config
 from daemon.db.engine import session_factory
 from daemon.errors import ConfigError, UserError
+from daemon.ingest.pipeline import Pipeline
+from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import Runtime, install_signal_handlers
 
@@ -24,8 +26,12 @@ def build_services(app: App) -> list[Any]:
     sessions = session_factory(app.engine)
     with sessions() as session, session.begin():
         sync_config(session, settings, app.now())
-    pipeline = None
-    services: list[Any] = []
+        book = SourceBook.load(session, settings)
+    for info in book:
+        info.inbox.mkdir(parents=True, exist_ok=True)
+        info.results.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(settings, sessions, book)
+    services = pipeline.services()
     for factory in EXTRA_SERVICES:
         services.extend(factory(settings, pipeline, sessions))
     return services

@@ -95,6 +95,9 @@ class FeedSettings(_Model):
     min_rows: int = Field(default=1, ge=0)
     max_zeroed_percent: float = Field(default=20.0, ge=0, le=100)
     columns: dict[Literal["sku", "quantity", "location", "as_of"], str] = Field(default_factory=dict)
+    # Location values in files -> source names of this merchant (case-insensitive).
+    # A location equal to a source's name needs no entry.
+    location_map: dict[str, str] = Field(default_factory=dict)
     sheet: str | int | None = None
     # Where a row's as-of time comes from. "filename" uses filename_pattern.
     as_of_from: Literal["column", "filename", "received"] = "received"
@@ -175,6 +178,12 @@ class MerchantSettings(_Model):
         _no_duplicates([m.name for m in self.markets], "market")
         if sum(1 for s in self.sources if s.kind == MERCHANT_FULFILLED) > 1:
             raise ValueError("only one source may be merchant-fulfilled")
+        names = {s.name.lower() for s in self.all_sources()}
+        for source in self.sources:
+            for location, target in source.feed.location_map.items():
+                if target.lower() not in names:
+                    raise ValueError(f"sources[{source.name}].feed.location_map: {location!r} maps to "
+                                     f"{target!r}, which is not a source of this merchant")
         return self
 
     def all_sources(self) -> list[SourceSettings]:

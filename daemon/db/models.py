@@ -172,3 +172,59 @@ class UploadError(Base):
     value: Mapped[str | None] = mapped_column(Text, nullable=True)
     sku: Mapped[str | None] = mapped_column(String(200), nullable=True)
     message: Mapped[str] = mapped_column(Text)
+
+
+class Account(Base):
+    """A login for the hosted FTP/SFTP endpoints, jailed to one source's folder."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    # bcrypt only: a plain-text or reversible password never reaches the database.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled: Mapped[bool] = mapped_column(default=False)
+
+
+class AccountKey(Base):
+    """An SSH public key that may log in as an account (SFTP)."""
+
+    __tablename__ = "account_keys"
+    __table_args__ = (UniqueConstraint("account_id", "key_blob", name="uq_account_keys_account_blob"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    key_type: Mapped[str] = mapped_column(String(64))
+    key_blob: Mapped[str] = mapped_column(Text)  # base64, as in authorized_keys
+    comment: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PulledFile(Base):
+    """A file fetched from a remote SFTP folder, so it is never fetched twice
+    even when deleting it on the remote side failed."""
+
+    __tablename__ = "pulled_files"
+    __table_args__ = (
+        UniqueConstraint("source_id", "remote_path", "size", "mtime", name="uq_pulled_files_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    remote_path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch, as SFTP gives it
+    sha256: Mapped[str] = mapped_column(String(64))
+    upload_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    remote_removed: Mapped[bool] = mapped_column(default=False)
+
+
+# --- markets, listings, orders and cancellations (issue 5) -------------------
+
+MARKET_KINDS = ("amazon", "ebay", "walmart", "shopify", "generic")
+RESTOCK_POLICIES = ("always", "never", "by_origin")
+ORDER_STATUSES = ("open", "cancelled")

@@ -135,8 +135,11 @@ def adjust_quantity(
         shortfall = -target
         target = 0
     _check(target)
-    as_of = current.as_of if current and current.as_of and current.as_of > now else now
-    level = StockLevel(quantity=target, as_of=as_of)
+    # as_of is the time of the last absolute count. A delta (an order, a
+    # return) is not a count, so it leaves as_of alone: a warehouse snapshot
+    # taken before this order is still newer than the last count and must
+    # apply (the oversell window then subtracts the order again).
+    level = StockLevel(quantity=target, as_of=current.as_of if current else None)
     if target == before and current is not None:
         return Change(level=level, entry=None), shortfall
     entry = LedgerEntry(

@@ -1,0 +1,207 @@
+"""Feed commands: upload, history, template."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from daemon import exitcodes
+from daemon.cli import cli
+from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.db import stock as store
+from daemon.db import uploads
+from daemon.db.catalog import sync_config
+from daemon.db.engine import session_factory
+from daemon.db.models import UPLOAD_STATUSES
+from daemon.errors import NotFound, UserError
+from daemon.ingest import held, template
+from daemon.ingest.arrival import Arrival
+from daemon.ingest.pipeline import Pipeline
+from daemon.ingest.process import Outcome
+from daemon.ingest.sources import SourceBook, SourceInfo
+
+
+def _pipeline(app: App) -> Pipeline:
+    app.require_schema()
+    sessions = session_factory(app.engine)
+    with sessions() as session, session.begin():
+        sync_config(session, app.settings, app.now())
+        book = SourceBook.load(session, app.settings)
+    # The CLI processes in its own process, one file at a time: no threads.
+    return Pipeline(app.settings, sessions, book, workers=1)
+
+
+def _source(pipeline: Pipeline, app: App, source: str, merchant: str | None) -> SourceInfo:
+    name = app.settings.merchant(merchant).name
+    info = pipeline.book.by_name(name, source)
+    if info is None:
+        names = ", ".join(sorted(s.name for s in pipeline.book if s.merchant.name == name))
+        raise NotFound(f"no source named {source!r} for merchant {name!r} (sources: {names})")
+    return info
+
+
+def _print_outcome(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        emit_json({"upload_id": outcome.upload_id, "status": outcome.status,
+                   "message": outcome.message, **outcome.counts})
+        return
+    c = outcome.counts
+    click.echo(f"upload {outcome.upload_id}: {outcome.status}"
+               + (f": {outcome.message}" if outcome.message else ""))
+    if c:
+        click.echo(f"  rows {c.get('rows', 0)}, applied {c.get('applied', 0)}, unchanged "
+                   f"{c.get('unchanged', 0)}, zeroed {c.get('zeroed', 0)}, stale {c.get('stale', 0)}, "
+                   f"errors {c.get('errors', 0)}")
+
+
+def _exit_for(outcome: Outcome) -> None:
+    if outcome.status in ("rejected", "held"):
+        raise SystemExit(exitcodes.REJECTED)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="The inventory source the file is for.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--json", "as_json", is_flag=True, help="{upload_id, status, message, rows, applied, ...}")
+@click.pass_obj
+def upload(app: App, file: Path, source: str, merchant: str | None, as_json: bool) -> None:
+    """Send FILE through the ingest pipeline and print the outcome.
+
+    Exits 7 when the file was rejected or held.
+    """
+    pipeline = _pipeline(app)
+    info = _source(pipeline, app, source, merchant)
+    # A copy goes into the source's staging folder: the original stays where
+    # the user keeps it, and the claim into the spool is still a rename.
+    info.staging.mkdir(parents=True, exist_ok=True)
+    staged = info.staging / f".cli-{datetime.now(UTC):%Y%m%d%H%M%S%f}-{file.name}"
+    shutil.copyfile(file, staged)
+    try:
+        upload_id = pipeline.deliver(Arrival(
+            path=staged, source_id=info.id, original_name=file.name, protocol="cli",
+            received_at=app.now(), user=getpass.getuser()))
+        outcome = pipeline.processor.process(upload_id)
+    finally:
+        staged.unlink(missing_ok=True)
+    _print_outcome(outcome, as_json)
+    _exit_for(outcome)
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"--since: not an ISO date or time: {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--source", help="Only this source.")
+@click.option("--merchant", help="Only this merchant.")
+@click.option("--status", type=click.Choice(UPLOAD_STATUSES), help="Only this outcome.")
+@click.option("--since", help="Only uploads received at or after this ISO time (UTC if no zone).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='{"uploads": [{id, merchant, source, ...}]}')
+@click.pass_context
+def history(ctx: click.Context, source: str | None, merchant: str | None, status: str | None,
+            since: str | None, limit: int, as_json: bool) -> None:
+    """The upload history, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
+    with app.transaction() as session:
+        rows = uploads.history(session, merchant=merchant, source=source, status=status,
+                               since=_since(since), limit=limit)
+    if as_json:
+        emit_json({"uploads": rows})
+        return
+    table([[str(r.id), fmt_time(r.received_at), r.source, r.original_name, r.protocol, r.status,
+            f"{r.applied}/{r.rows}", str(r.errors), (r.message or "")[:60]] for r in rows],
+          ["ID", "RECEIVED (UTC)", "SOURCE", "FILE", "VIA", "STATUS", "APPLIED/ROWS", "ERRORS",
+           "MESSAGE"])
+
+
+@history.command("show")
+@click.argument("upload_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help='{"upload": {...}, "errors": [{row, column, value, sku, message}]}')
+@click.pass_obj
+def history_show(app: App, upload_id: int, as_json: bool) -> None:
+    """One upload with its row errors."""
+    with app.transaction() as session:
+        row, errors = uploads.show(session, upload_id)
+    if as_json:
+        emit_json({"upload": row, "errors": errors})
+        return
+    click.echo(f"upload {row.id}: {row.original_name} -> {row.merchant}/{row.source}")
+    click.echo(f"  status    {row.status}" + (f": {row.message}" if row.message else ""))
+    click.echo(f"  via       {row.protocol} user={row.user or '-'} from={row.remote_addr or '-'}")
+    click.echo(f"  size      {row.size} bytes, sha256 {row.sha256}")
+    click.echo(f"  rows      {row.rows}: applied {row.applied}, unchanged {row.unchanged}, "
+               f"zeroed {row.zeroed}, stale {row.stale}, errors {row.errors}")
+    click.echo(f"  received  {fmt_time(row.received_at)}  started {fmt_time(row.started_at)}  "
+               f"finished {fmt_time(row.finished_at)}")
+    if row.warnings:
+        for w in row.warnings.splitlines():
+            click.echo(f"  warning   {w}")
+    if errors:
+        click.echo("")
+        table([[str(e.row or "-"), e.column or "-", repr(e.value) if e.value is not None else "-",
+                e.sku or "-", e.message] for e in errors], ["ROW", "COLUMN", "VALUE", "SKU", "PROBLEM"])
+
+
+@history.command("approve")
+@click.argument("upload_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history_approve(app: App, upload_id: int, as_json: bool) -> None:
+    """Apply a held full feed after all."""
+    pipeline = _pipeline(app)
+    outcome = held.approve(pipeline.processor._sessions, pipeline.dirs, pipeline.processor,
+                           upload_id, actor=f"cli:{getpass.getuser()}")
+    _print_outcome(outcome, as_json)
+    _exit_for(outcome)
+
+
+@history.command("reject")
+@click.argument("upload_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history_reject(app: App, upload_id: int, as_json: bool) -> None:
+    """Reject a held full feed: nothing is applied, the file is quarantined."""
+    pipeline = _pipeline(app)
+    outcome = held.reject(pipeline.processor._sessions, pipeline.dirs, pipeline.book, upload_id,
+                          actor=f"cli:{getpass.getuser()}")
+    _print_outcome(outcome, as_json)
+
+
+@cli.command("template")
+@click.option("--source", required=True, help="The inventory source.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
+              help="Default: from the output file's extension, else csv.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def template_command(app: App, source: str, merchant: str | None, fmt: str | None, output: Path) -> None:
+    """Write the Quantity Update template: every SKU of the source and its quantity."""
+    merchant_name = app.settings.merchant(merchant).name
+    fmt = fmt or ("xlsx" if output.suffix.lower() == ".xlsx" else "csv")
+    with app.transaction() as session:
+        from daemon.db.catalog import get_source
+
+        get_source(session, merchant_name, source)  # a clear error for a wrong name
+        rows = [(r.sku, r.quantity) for r in
+                store.inventory(session, merchant=merchant_name, source=source)]
+    configured = [s for s in app.settings.merchant(merchant).all_sources() if s.name == source]
+    if fmt == "xlsx":
+        limit = configured[0].feed.max_quantity if configured else 1_000_000
+        count = template.write_xlsx(output, rows, max_quantity=limit)
+    else:
+        count = template.write_csv(output, rows)
+    click.echo(f"wrote {output} with {count} SKU(s) of {merchant_name}/{source}")

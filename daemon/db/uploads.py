@@ -1,0 +1,147 @@
+"""The upload history: rows in, outcomes out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from daemon.db.models import Merchant, Source, Upload, UploadError
+from daemon.errors import NotFound
+
+FINAL = ("applied", "applied_with_errors", "rejected", "held", "duplicate")
+APPLIED = ("applied", "applied_with_errors")
+
+
+def record_received(
+    session: Session, *, source_id: int, original_name: str, size: int, sha256: str,
+    protocol: str, user: str | None, remote_addr: str | None, received_at: datetime,
+    elapsed_s: float | None,
+) -> Upload:
+    upload = Upload(source_id=source_id, original_name=original_name, size=size, sha256=sha256,
+                    protocol=protocol, user=user, remote_addr=remote_addr, status="received",
+                    received_at=received_at, elapsed_s=elapsed_s)
+    session.add(upload)
+    session.flush()
+    upload.spool_name = spool_name(upload.id, original_name)
+    return upload
+
+
+def spool_name(upload_id: int, original_name: str) -> str:
+    """The id first, so names are unique and sort in receive order."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in original_name)[:150]
+    return f"{upload_id:09d}__{safe or 'file'}"
+
+
+def find_applied_duplicate(session: Session, upload: Upload) -> Upload | None:
+    """An earlier upload of the same bytes for the same source that was applied or is held."""
+    return session.scalar(
+        select(Upload).where(
+            Upload.source_id == upload.source_id, Upload.sha256 == upload.sha256,
+            Upload.id != upload.id, Upload.status.in_((*APPLIED, "held")),
+        ).order_by(Upload.id).limit(1)
+    )
+
+
+def add_errors(session: Session, upload_id: int, errors: Iterable[tuple[int | None, str | None, str | None, str | None, str]]) -> int:
+    """Store row errors: (row, column, value, sku, message)."""
+    batch = [
+        {"upload_id": upload_id, "row": r, "column": c, "value": v, "sku": s, "message": m}
+        for r, c, v, s, m in errors
+    ]
+    if batch:
+        session.execute(UploadError.__table__.insert(), batch)
+    return len(batch)
+
+
+def clear_errors(session: Session, upload_id: int) -> None:
+    session.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
+
+
+def unfinished(session: Session) -> list[Upload]:
+    """Uploads that were claimed but whose outcome was not committed."""
+    return list(session.scalars(
+        select(Upload).where(Upload.status.in_(("received", "processing"))).order_by(Upload.id)
+    ))
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    id: int
+    merchant: str
+    source: str
+    original_name: str
+    status: str
+    protocol: str
+    user: str | None
+    remote_addr: str | None
+    size: int
+    sha256: str
+    rows: int
+    applied: int
+    unchanged: int
+    errors: int
+    zeroed: int
+    stale: int
+    message: str | None
+    warnings: str | None
+    duplicate_of: int | None
+    received_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def _history_row(upload: Upload, merchant: str, source: str) -> HistoryRow:
+    return HistoryRow(
+        id=upload.id, merchant=merchant, source=source, original_name=upload.original_name,
+        status=upload.status, protocol=upload.protocol, user=upload.user,
+        remote_addr=upload.remote_addr, size=upload.size, sha256=upload.sha256, rows=upload.rows,
+        applied=upload.applied, unchanged=upload.unchanged, errors=upload.errors,
+        zeroed=upload.zeroed, stale=upload.stale, message=upload.message,
+        warnings=upload.warnings, duplicate_of=upload.duplicate_of,
+        received_at=upload.received_at, started_at=upload.started_at,
+        finished_at=upload.finished_at,
+    )
+
+
+def history(
+    session: Session, *, merchant: str | None = None, source: str | None = None,
+    status: str | None = None, since: datetime | None = None, limit: int = 100,
+) -> list[HistoryRow]:
+    query = (select(Upload, Merchant.name, Source.name).join(Source, Upload.source_id == Source.id)
+             .join(Merchant, Source.merchant_id == Merchant.id)
+             .order_by(Upload.id.desc()).limit(limit))
+    if merchant:
+        query = query.where(Merchant.name == merchant)
+    if source:
+        query = query.where(Source.name == source)
+    if status:
+        query = query.where(Upload.status == status)
+    if since:
+        query = query.where(Upload.received_at >= since)
+    return [_history_row(u, m, s) for u, m, s in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    row: int | None
+    column: str | None
+    value: str | None
+    sku: str | None
+    message: str
+
+
+def show(session: Session, upload_id: int) -> tuple[HistoryRow, list[ErrorRow]]:
+    found = session.execute(
+        select(Upload, Merchant.name, Source.name).join(Source, Upload.source_id == Source.id)
+        .join(Merchant, Source.merchant_id == Merchant.id).where(Upload.id == upload_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"no upload with id {upload_id}")
+    errors = session.scalars(
+        select(UploadError).where(UploadError.upload_id == upload_id).order_by(UploadError.id)
+    )
+    return _history_row(*found), [ErrorRow(e.row, e.column, e.value, e.sku, e.message) for e in errors]

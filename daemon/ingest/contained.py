@@ -1,0 +1,289 @@
+"""Run the parser in warm, resource-limited worker processes.
+
+A native reader can panic (pyo3 ``PanicException`` is a ``BaseException``),
+abort the process, balloon in memory or never return. Any of these must reject
+the one file, never the daemon. Workers are spawned once and reused so a small
+upload pays only a pipe round trip; a worker that was killed or died is
+replaced. Results come back as Arrow IPC bytes (cheap for a million rows).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from daemon.errors import FeedError
+from daemon.ingest.parse import ParsedFeed, ParseOptions, RowError
+
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class TestFault(BaseException):
+    """Raised inside a worker by the ``fault="raise"`` test hook (like a panic)."""
+
+
+def _serve(fd: int) -> None:
+    """Entry point of a worker process (started by ``_Worker``)."""
+    import resource
+
+    conn = Connection(fd)
+
+    from daemon.ingest.parse import parse_feed  # warm the imports before the first file
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        path, options, memory_bytes, fault = request
+        # RLIMIT_AS counts address space, not resident memory, and polars'
+        # allocator and thread stacks reserve far more than they touch (about
+        # 1-3 GB of VmSize once warm). So the limit is "this much *more*
+        # than now": a runaway parse still hits it, a warm worker does not.
+        limit = _vm_size() + memory_bytes
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        blob = b""
+        try:
+            _inject(fault, memory_bytes)
+            feed = parse_feed(Path(path), options)
+            # A tmpfs file beats pushing tens of MB through the socket; the
+            # parent reads and unlinks it.
+            handle, name = tempfile.mkstemp(prefix="stockdrop-parse-", suffix=".arrow", dir=_SCRATCH)
+            with os.fdopen(handle, "wb") as sink:
+                feed.frame.write_ipc(sink, compression="uncompressed")
+            blob = name.encode()
+            meta: tuple[str, Any] = ("ok", (
+                [(e.row, e.column, e.value, e.message) for e in feed.errors], feed.warnings,
+                feed.total_rows, feed.encoding, feed.delimiter, feed.sheet, feed.header,
+            ))
+        except FeedError as exc:
+            meta = ("feed_error", str(exc))
+        except MemoryError:
+            meta = ("crash", f"the parser ran out of memory (limit {memory_bytes:,} bytes)")
+        except BaseException as exc:  # noqa: BLE001 - panics are BaseException; report, don't die
+            meta = ("crash", f"the parser failed: {type(exc).__name__}: {exc}")
+        conn.send(meta)
+        conn.send_bytes(blob)
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _inject(fault: str | None, memory_bytes: int) -> None:
+    """Test hooks: behave like the failures containment must survive."""
+    if fault == "hang":
+        time.sleep(3600)
+    elif fault == "raise":
+        raise TestFault("injected failure")
+    elif fault == "abort":
+        import os
+
+        os.abort()
+    elif fault == "memory":
+        _hog = bytearray(memory_bytes * 2)  # noqa: F841
+
+
+class _Worker:
+    # A fresh interpreter via subprocess rather than multiprocessing 'spawn':
+    # spawn re-runs the parent's __main__ module in the child, which breaks
+    # for any entry point without a __main__ guard; forking a threaded daemon
+    # is unsafe. The pipe is a socketpair wrapped in a multiprocessing
+    # Connection for its framing.
+    def __init__(self) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # Fewer glibc malloc arenas: each reserves 64 MB of address space per
+        # thread, which would count against RLIMIT_AS for nothing.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        code = f"from daemon.ingest.contained import _serve; _serve({child.fileno()})"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code], pass_fds=(child.fileno(),), env=env,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+
+    def call(self, request: tuple[Any, ...], timeout_s: float) -> tuple[tuple[str, Any], bytes]:
+        self.conn.send(request)
+        deadline = time.monotonic() + timeout_s
+        if not self.conn.poll(timeout_s):
+            self.kill()
+            raise FeedError(f"the parser did not finish within {timeout_s:g} s; the file was rejected")
+        try:
+            meta = self.conn.recv()
+            if not self.conn.poll(max(deadline - time.monotonic(), 1.0)):
+                raise EOFError
+            blob = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            self.kill()
+            raise FeedError(f"the parser process died ({self._how()}); the file was rejected") from None
+        return meta, blob
+
+    def _how(self) -> str:
+        try:
+            code = self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = ", likely out of memory" if name in ("SIGABRT", "SIGKILL", "SIGSEGV") else ""
+            return f"killed by {name}{hint}"
+        return f"exit code {code}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        if not self.conn.closed:
+            self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.process.wait(2)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class ParserPool:
+    """A few reusable parser processes; thread-safe, one file per worker at a time."""
+
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._slots = threading.Semaphore(size)
+        self._lock = threading.Lock()
+        self._all: set[_Worker] = set()
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start one worker now so the first file does not pay the start-up."""
+        with self._lock:
+            if not self._all and not self._closed:
+                worker = _Worker()
+                self._all.add(worker)
+                self._idle.put(worker)
+
+    def parse(self, path: Path, options: ParseOptions, *, timeout_s: float = 120,
+              memory_bytes: int = 2 * 1024**3, fault: str | None = None) -> ParsedFeed:
+        if self._closed:
+            raise RuntimeError("the parser pool is closed")
+        with self._slots:
+            worker = self._checkout()
+            try:
+                meta, blob = worker.call((str(path), options, memory_bytes, fault), timeout_s)
+                if meta[0] == "crash":
+                    worker.kill()  # a panic or MemoryError may leave it damaged: recycle
+            finally:
+                self._checkin(worker)
+        kind, payload = meta
+        if kind == "feed_error":
+            raise FeedError(payload)
+        if kind == "crash":
+            raise FeedError(f"{payload}; the file was rejected")
+        errors, warnings, total, encoding, delimiter, sheet, header = payload
+        name = blob.decode()
+        try:
+            frame = pl.read_ipc(name)
+        finally:
+            os.unlink(name)
+        return ParsedFeed(
+            frame=frame, errors=[RowError(*e) for e in errors],
+            warnings=warnings, total_rows=total, encoding=encoding, delimiter=delimiter,
+            sheet=sheet, header=header,
+        )
+
+    def _checkout(self) -> _Worker:
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            worker = None
+        if worker is not None and worker.alive():
+            return worker
+        with self._lock:
+            if worker is not None:
+                self._all.discard(worker)
+            worker = _Worker()
+            self._all.add(worker)
+            return worker
+
+    def _checkin(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._closed:
+                self._all.discard(worker)
+                worker.kill()
+                return
+            if not worker.alive():
+                # Start the replacement now: it warms up while nobody waits.
+                self._all.discard(worker)
+                worker.kill()
+                worker = _Worker()
+                self._all.add(worker)
+        self._idle.put(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers, self._all = list(self._all), set()
+        for worker in workers:
+            worker.stop()
+
+    def __enter__(self) -> ParserPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: ParserPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> ParserPool:
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = ParserPool()
+        return _default
+
+
+def close() -> None:
+    """Stop the shared workers (tests and daemon shutdown); they restart on demand."""
+    global _default
+    with _default_lock:
+        pool, _default = _default, None
+    if pool is not None:
+        pool.close()
+
+
+atexit.register(close)

@@ -1,0 +1,118 @@
+"""Intake: record a complete file in the history, then claim it into the spool.
+
+Order matters for "never lose, never apply twice":
+
+1. the history row is committed first (status ``received``, with the name the
+   file will have in the spool);
+2. the file is renamed into the spool;
+3. the upload id is queued for a worker.
+
+A crash after 1 leaves a row whose spool file does not exist while the file
+is still in the inbox: ``recover`` drops such a row and the watcher takes the
+file again. A crash after 2 leaves a spool file whose upload is not finished:
+``recover`` queues it again. Nothing in between can apply anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.db import uploads
+from daemon.db.models import Upload
+from daemon.ingest.arrival import Arrival
+from daemon.ingest.spool import SpoolDirs, move
+
+log = structlog.get_logger("daemon.ingest.intake")
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class Intake:
+    def __init__(
+        self, sessions: sessionmaker[Session], dirs: SpoolDirs,
+        enqueue: Callable[[int, int], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sessions = sessions
+        self._dirs = dirs
+        self._enqueue = enqueue
+        self._clock = clock
+
+    def deliver(self, arrival: Arrival) -> int:
+        """Claim a complete file. Returns its upload id; raises if it vanished."""
+        sha, size = sha256_of(arrival.path)
+        with self._sessions() as session, session.begin():
+            upload = uploads.record_received(
+                session, source_id=arrival.source_id, original_name=arrival.original_name,
+                size=size, sha256=sha, protocol=arrival.protocol, user=arrival.user,
+                remote_addr=arrival.remote_addr, received_at=arrival.received_at,
+                elapsed_s=arrival.elapsed_s,
+            )
+            upload_id, name = upload.id, upload.spool_name
+        assert name is not None
+        try:
+            move(arrival.path, self._dirs.spool / name)
+        except FileNotFoundError:
+            # Someone else claimed or removed it between the hash and the
+            # rename: nothing was taken, so the row must not stay either.
+            with self._sessions() as session, session.begin():
+                session.execute(Upload.__table__.delete().where(Upload.id == upload_id))
+            raise
+        log.info("upload_received", upload_id=upload_id, source_id=arrival.source_id,
+                 file=arrival.original_name, size=size, protocol=arrival.protocol,
+                 user=arrival.user, remote_addr=arrival.remote_addr)
+        self._enqueue(arrival.source_id, upload_id)
+        return upload_id
+
+    def recover(self) -> list[int]:
+        """Finish what a previous run left: returns the upload ids queued again.
+
+        Finished uploads whose file is still in the spool (a crash between the
+        commit and the archive) are queued too: processing them only moves the
+        file on, it never applies again.
+        """
+        queued: list[int] = []
+        with self._sessions() as session, session.begin():
+            for upload in uploads.unfinished(session):
+                assert upload.spool_name is not None
+                if not (self._dirs.spool / upload.spool_name).exists():
+                    log.warning("claim_incomplete", upload_id=upload.id, file=upload.original_name)
+                    session.delete(upload)
+                    continue
+                queued.append(upload.id)
+            for path in sorted(self._dirs.spool.iterdir()):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                upload_id = _id_from_spool_name(path.name)
+                if upload_id is None or upload_id in queued:
+                    continue
+                if session.scalar(select(Upload.id).where(Upload.id == upload_id)) is not None:
+                    queued.append(upload_id)
+            by_source = dict(session.execute(
+                select(Upload.id, Upload.source_id).where(Upload.id.in_(queued))
+            ).all())
+        for upload_id in sorted(queued):
+            self._enqueue(by_source[upload_id], upload_id)
+        if queued:
+            log.info("spool_recovered", uploads=sorted(queued))
+        return sorted(queued)
+
+
+def _id_from_spool_name(name: str) -> int | None:
+    head, sep, _ = name.partition("__")
+    return int(head) if sep and head.isdigit() else None

@@ -1,0 +1,197 @@
+"""Watched drop folders: files written by the system's sshd, rsync, or any tool.
+
+Events (close-write and moved-in on Linux) only say "look at this file"; a
+file is taken once it has settled: size and mtime unchanged for
+``settle_seconds``, counted from when *we* first saw that size, never from
+the file's mtime (which a client may set to anything). Events can be lost,
+so a full scan runs at start and a reconcile scan runs periodically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from daemon.ingest.arrival import Arrival
+from daemon.ingest.sources import SourceInfo
+
+log = structlog.get_logger("daemon.ingest.watch")
+
+TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".writing", ".partial", ".crdownload")
+DONE_SUFFIXES = (".done", ".ok")
+
+
+def is_temporary(name: str) -> bool:
+    """Names a client writes under before renaming to the real name."""
+    lower = name.lower()
+    return name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or lower.startswith("~$")
+
+
+def is_marker(name: str) -> bool:
+    return name.lower().endswith(DONE_SUFFIXES)
+
+
+@dataclass
+class _Candidate:
+    size: int
+    mtime_ns: int
+    stable_since: float  # monotonic time we first saw this size and mtime
+    first_seen: datetime
+
+
+class _Nudge(FileSystemEventHandler):
+    def __init__(self, watcher: FolderWatcher, source_id: int) -> None:
+        self._watcher, self._source_id = watcher, source_id
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        path = getattr(event, "dest_path", "") or event.src_path
+        self._watcher.nudge(self._source_id, Path(str(path)))
+
+
+class FolderWatcher:
+    """One service for every source's inbox."""
+
+    name = "watcher"
+
+    def __init__(
+        self, sources: list[SourceInfo], deliver: Callable[[Arrival], int], *,
+        settle_seconds: float = 2.0, reconcile_seconds: float = 60.0, polling: bool = False,
+        done_markers: bool = False, tick: float = 0.2,
+    ) -> None:
+        self._sources = {s.id: s for s in sources}
+        self._deliver = deliver
+        self._settle = settle_seconds
+        self._reconcile = reconcile_seconds
+        self._polling = polling
+        self._done_markers = done_markers
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._candidates: dict[tuple[int, Path], _Candidate] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Observer | PollingObserver | None = None  # type: ignore[valid-type]
+
+    # -- service ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        observer = PollingObserver(timeout=1) if self._polling else Observer()
+        for source in self._sources.values():
+            source.inbox.mkdir(parents=True, exist_ok=True)
+            observer.schedule(_Nudge(self, source.id), str(source.inbox), recursive=False)
+        observer.start()
+        self._observer = observer
+        self.scan()  # files that arrived while we were down
+        self._thread = threading.Thread(target=self._loop, name="watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def check(self) -> None:
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            raise RuntimeError("the folder watcher thread died")
+
+    # -- discovery -------------------------------------------------------
+
+    def nudge(self, source_id: int, path: Path) -> None:
+        name = path.name
+        if is_marker(name):
+            path = path.with_suffix("")  # NAME.done says: look at NAME now
+            name = path.name
+        if is_temporary(name) or path.parent != self._sources[source_id].inbox:
+            return
+        self._observe(source_id, path)
+
+    def scan(self) -> None:
+        for source in self._sources.values():
+            try:
+                entries = list(source.inbox.iterdir())
+            except FileNotFoundError:
+                source.inbox.mkdir(parents=True, exist_ok=True)
+                continue
+            for path in entries:
+                if not is_temporary(path.name) and not is_marker(path.name):
+                    self._observe(source.id, path)
+
+    def _observe(self, source_id: int, path: Path) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            with self._lock:
+                self._candidates.pop((source_id, path), None)
+            return
+        if not path.is_file():
+            return
+        now = time.monotonic()
+        with self._lock:
+            key = (source_id, path)
+            seen = self._candidates.get(key)
+            if seen is None:
+                self._candidates[key] = _Candidate(st.st_size, st.st_mtime_ns, now, datetime.now(UTC))
+            elif (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                seen.size, seen.mtime_ns, seen.stable_since = st.st_size, st.st_mtime_ns, now
+
+    # -- settling --------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_scan = time.monotonic() + self._reconcile
+        while not self._stop.wait(self._tick):
+            if time.monotonic() >= next_scan:
+                self.scan()
+                next_scan = time.monotonic() + self._reconcile
+            self.settle_once()
+
+    def settle_once(self) -> None:
+        with self._lock:
+            keys = list(self._candidates)
+        for key in keys:
+            self._observe(*key)  # refresh: a change restarts the settle clock
+            with self._lock:
+                cand = self._candidates.get(key)
+            if cand is None or time.monotonic() - cand.stable_since < self._settle:
+                continue
+            source_id, path = key
+            marker = self._marker_for(path)
+            if self._done_markers and marker is None:
+                continue
+            with self._lock:
+                self._candidates.pop(key, None)
+            self._take(source_id, path, cand, marker)
+
+    def _marker_for(self, path: Path) -> Path | None:
+        for suffix in DONE_SUFFIXES:
+            for candidate in (path.with_name(path.name + suffix), path.with_name(path.name + suffix.upper())):
+                if candidate.exists():
+                    return candidate
+        return None
+
+    def _take(self, source_id: int, path: Path, cand: _Candidate, marker: Path | None) -> None:
+        try:
+            self._deliver(Arrival(path=path, source_id=source_id, original_name=path.name,
+                                  protocol="watch", received_at=cand.first_seen))
+        except FileNotFoundError:
+            return  # claimed by someone else (or removed) meanwhile
+        except Exception:
+            log.exception("watch_deliver_failed", file=str(path), source_id=source_id)
+            return  # stays in the inbox; the next scan tries again
+        if marker is not None:
+            marker.unlink(missing_ok=True)

@@ -1,0 +1,185 @@
+"""What a quantity feed means for one source's stock. Pure: frames in, a plan out.
+
+Feeds can hold a million rows, so the rules are written as polars expressions
+over whole columns rather than a Python loop per row; ``stock.set_quantity``
+states the same rules for one row and the tests hold the two to each other.
+
+The plan says, for every SKU the feed touches, what the quantity was, what it
+becomes and from which as-of time; which rows were stale (older than what is
+stored) or wrong; and whether a full feed must be held for a person to approve.
+Writing the plan is the database layer's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import polars as pl
+
+from daemon.inventory.stock import MAX_QUANTITY
+
+ROWS_SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64,
+               "as_of": pl.Datetime("us", "UTC")}
+CURRENT_SCHEMA = {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Datetime("us", "UTC")}
+WRITES_SCHEMA = {"sku": pl.Utf8, "row": pl.Int64, "before": pl.Int64, "after": pl.Int64,
+                 "as_of": pl.Datetime("us", "UTC"), "changed": pl.Boolean, "zeroed": pl.Boolean}
+PROBLEMS_SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "column": pl.Utf8, "value": pl.Utf8,
+                   "message": pl.Utf8}
+
+
+@dataclass(frozen=True)
+class FeedPolicy:
+    mode: Literal["set", "adjust"] = "set"
+    scope: Literal["partial", "full"] = "partial"
+    unknown_sku: Literal["reject_row", "create"] = "create"
+    min_rows: int = 1
+    max_zeroed_percent: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("set", "adjust"):
+            raise ValueError(f"mode must be set or adjust, not {self.mode!r}")
+        if self.scope not in ("partial", "full"):
+            raise ValueError(f"scope must be partial or full, not {self.scope!r}")
+        if self.scope == "full" and self.mode == "adjust":
+            raise ValueError("a full feed states absolute quantities: scope=full needs mode=set")
+        if not 0 <= self.max_zeroed_percent <= 100:
+            raise ValueError("max_zeroed_percent must be between 0 and 100")
+
+
+@dataclass
+class FeedPlan:
+    """``writes`` holds every stock row to write: changed ones and those whose
+    as-of moves forward with the same quantity (so a later, older file is
+    recognised as stale). Only rows with ``changed`` get a ledger entry."""
+
+    writes: pl.DataFrame
+    stale: pl.DataFrame
+    problems: pl.DataFrame
+    hold_reason: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> pl.DataFrame:
+        return self.writes.filter(pl.col("changed"))
+
+
+def _problems(frame: pl.DataFrame, column: str, value: pl.Expr, message: pl.Expr | str) -> pl.DataFrame:
+    msg = pl.lit(message) if isinstance(message, str) else message
+    return frame.select(
+        pl.col("row"), pl.col("sku"), pl.lit(column).alias("column"),
+        value.cast(pl.Utf8).alias("value"), msg.alias("message"),
+    ).cast(PROBLEMS_SCHEMA)  # type: ignore[arg-type]
+
+
+def plan_feed(
+    rows: pl.DataFrame,
+    current: pl.DataFrame,
+    catalog: pl.Series,
+    policy: FeedPolicy,
+    *,
+    default_as_of: datetime,
+    approved: bool = False,
+    quantity_column: str = "quantity",
+) -> FeedPlan:
+    """Plan one feed for one source.
+
+    rows: the valid rows (row, sku, quantity, as_of); a null as_of means
+    ``default_as_of`` (the file name's time or the receive time).
+    current: this source's stock (sku, quantity, as_of).
+    catalog: every SKU the merchant knows (for ``unknown_sku = reject_row``).
+    approved: a held full feed that a person approved skips the guard.
+    """
+    rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
+    rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
+    current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
+    problems: list[pl.DataFrame] = []
+
+    if policy.unknown_sku == "reject_row":
+        unknown = rows.filter(~pl.col("sku").is_in(catalog.implode()))
+        if unknown.height:
+            problems.append(_problems(unknown, "sku", pl.col("sku"),
+                                      "unknown SKU: it is not in the merchant's catalogue"))
+        rows = rows.filter(pl.col("sku").is_in(catalog.implode()))
+
+    joined = rows.join(current.rename({"quantity": "before", "as_of": "stored_as_of"}),
+                       on="sku", how="left")
+
+    if policy.mode == "set":
+        # Never overwrite newer data: a row older than what is stored is skipped.
+        is_stale = pl.col("stored_as_of").is_not_null() & (pl.col("as_of") < pl.col("stored_as_of"))
+        stale = joined.filter(is_stale).select("row", "sku", "as_of", "stored_as_of")
+        fresh = joined.filter(~is_stale).with_columns(pl.col("quantity").alias("after"))
+    else:
+        # Deltas are events, not counts: never stale, and they leave the
+        # as-of (the time of the last absolute count) where it was.
+        stale = joined.clear().select("row", "sku", "as_of", "stored_as_of")
+        fresh = joined.with_columns(
+            (pl.col("before").fill_null(0) + pl.col("quantity")).alias("after"),
+            pl.col("stored_as_of").alias("as_of"),
+        )
+        below = fresh.filter(pl.col("after") < 0)
+        if below.height:
+            problems.append(_problems(
+                below, quantity_column, pl.col("quantity"),
+                pl.format("the change would take the quantity below 0 (it is {} now)",
+                          pl.col("before").fill_null(0)),
+            ))
+        above = fresh.filter(pl.col("after") > MAX_QUANTITY)
+        if above.height:
+            problems.append(_problems(above, quantity_column, pl.col("quantity"),
+                                      f"the result would be over the maximum {MAX_QUANTITY}"))
+        fresh = fresh.filter((pl.col("after") >= 0) & (pl.col("after") <= MAX_QUANTITY))
+
+    fed = fresh.select(
+        "sku", "row", "before", "after", "as_of",
+        (pl.col("before").fill_null(0) != pl.col("after")).alias("changed"),
+        pl.lit(False).alias("zeroed"),
+        pl.col("stored_as_of"),
+    )
+
+    zeroed = current.clear().select("sku", "quantity", "as_of")
+    hold_reason = None
+    if policy.scope == "full":
+        absent = current.join(rows.select("sku"), on="sku", how="anti")
+        # A newer stored quantity is not zeroed by an older full feed either.
+        zeroed = absent.filter(
+            (pl.col("quantity") > 0)
+            & (pl.col("as_of").is_null() | (pl.col("as_of") <= pl.lit(default_as_of)))
+        )
+        source_skus = current.height
+        if not approved:
+            if rows.height < policy.min_rows:
+                hold_reason = (f"full feed has {rows.height} valid row(s), fewer than "
+                               f"min_rows = {policy.min_rows}")
+            elif source_skus and zeroed.height * 100 > policy.max_zeroed_percent * source_skus:
+                pct = zeroed.height * 100 / source_skus
+                hold_reason = (f"full feed would set {zeroed.height} of {source_skus} SKUs "
+                               f"({pct:.1f}%) to 0, over max_zeroed_percent = "
+                               f"{policy.max_zeroed_percent:g}%")
+    zero_writes = zeroed.select(
+        "sku", pl.lit(None, pl.Int64).alias("row"), pl.col("quantity").alias("before"),
+        pl.lit(0, pl.Int64).alias("after"),
+        pl.lit(default_as_of).dt.cast_time_unit("us").alias("as_of"),
+        pl.lit(True).alias("changed"), pl.lit(True).alias("zeroed"),
+        pl.col("as_of").alias("stored_as_of"),
+    )
+
+    # Unchanged quantities are written only when their as-of moves forward.
+    moves = pl.col("changed") | pl.col("stored_as_of").is_null() | (pl.col("as_of") > pl.col("stored_as_of"))
+    writes = (
+        pl.concat([fed, zero_writes.cast(fed.schema)])  # type: ignore[arg-type]
+        .filter(moves).drop("stored_as_of").cast(WRITES_SCHEMA)  # type: ignore[arg-type]
+    )
+    problem_frame = (pl.concat(problems) if problems else pl.DataFrame(schema=PROBLEMS_SCHEMA))
+    n_changed = int(fed.get_column("changed").sum())
+    counts = {
+        "applied": n_changed,
+        "unchanged": fed.height - n_changed,
+        "zeroed": zeroed.height,
+        "stale": stale.height,
+        "errors": problem_frame.height,
+    }
+    return FeedPlan(writes=writes, stale=stale, problems=problem_frame, hold_reason=hold_reason,
+                    counts=counts)

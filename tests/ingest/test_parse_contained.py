@@ -1,0 +1,94 @@
+"""parse_contained: any failure in the worker rejects the file, never the caller."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import FeedError
+from daemon.ingest import contained
+from daemon.ingest.parse import ParseOptions, parse_contained, parse_feed
+
+
+@pytest.fixture
+def pool():
+    with contained.ParserPool(size=2) as pool:
+        yield pool
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.csv"
+    path.write_bytes(b"sku,quantity\nA,1\nB,x\n")
+    return path
+
+
+def test_the_contained_result_equals_the_direct_one(good):
+    try:
+        direct, boxed = parse_feed(good, ParseOptions()), parse_contained(good, ParseOptions())
+    finally:
+        contained.close()
+    assert boxed.frame.equals(direct.frame) and boxed.errors == direct.errors
+    assert (boxed.header, boxed.total_rows, boxed.delimiter) == (direct.header, direct.total_rows, ",")
+
+
+def test_a_feed_error_inside_the_worker_comes_back_as_a_feed_error(pool, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(FeedError, match="the file is empty"):
+        pool.parse(path, ParseOptions())
+
+
+def test_a_parser_that_hangs_is_killed_with_a_timeout_reason_and_the_next_parse_works(pool, good):
+    with pytest.raises(FeedError, match="did not finish within 1 s"):
+        pool.parse(good, ParseOptions(), timeout_s=1, fault="hang")
+    assert pool.parse(good, ParseOptions()).frame["sku"].to_list() == ["A"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("raise", "TestFault"), ("abort", "process died"), ("memory", "ran out of memory")],
+)
+def test_a_base_exception_an_abort_or_a_memory_blowup_rejects_only_that_file(pool, good, fault, reason):
+    with pytest.raises(FeedError, match=reason):
+        pool.parse(good, ParseOptions(), fault=fault, memory_bytes=256 * 1024**2)
+    assert pool.parse(good, ParseOptions()).total_rows == 2
+
+
+def test_the_worker_is_reused_across_calls(pool, good):
+    pool.parse(good, ParseOptions())
+    first = {w.process.pid for w in pool._all}
+    for _ in range(5):
+        pool.parse(good, ParseOptions())
+    assert {w.process.pid for w in pool._all} == first
+
+
+def test_parallel_callers_each_get_their_own_answer(pool, tmp_path):
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"f{i}.csv"
+        path.write_bytes(f"sku,quantity\nS{i},{i}\n".encode())
+        paths.append(path)
+    results: dict[int, list[str]] = {}
+
+    def run(i: int) -> None:
+        results[i] = pool.parse(paths[i], ParseOptions()).frame["sku"].to_list()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: [f"S{i}"] for i in range(6)}
+
+
+def test_closing_the_pool_stops_its_processes(good):
+    pool = contained.ParserPool()
+    pool.parse(good, ParseOptions())
+    workers = list(pool._all)
+    pool.close()
+    assert all(w.process.poll() is not None for w in workers)
+    with pytest.raises(RuntimeError):
+        pool.parse(good, ParseOptions())

@@ -1,0 +1,49 @@
+"""The running daemon takes a file dropped into a watched inbox."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from daemon import exitcodes
+
+
+def test_a_file_dropped_into_the_inbox_of_the_running_daemon_is_applied(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    subprocess.run([sys.executable, "-m", "daemon", "init", str(demo)], check=True, capture_output=True)
+    cfg = demo / "stockdrop.toml"
+    # The demo also serves FTP and SFTP on fixed ports; this test only needs the watcher.
+    cfg.write_text(cfg.read_text().replace("enabled = true", "enabled = false")
+                   .replace("[listeners.ftp]", "[ingest]\nsettle_seconds = 0.2\n\n[listeners.ftp]"))
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(cfg), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        inbox = demo / "data" / "sources" / "demo" / "main-warehouse" / "inbox"
+        tmp = inbox / "feed.csv.part"
+        tmp.write_text("sku,quantity\n0001234,3\n")
+        tmp.rename(inbox / "feed.csv")
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            out = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "history", "--json"],
+                                 capture_output=True, text=True)
+            uploads = json.loads(out.stdout)["uploads"] if out.returncode == 0 else []
+            if uploads and uploads[0]["status"] not in ("received", "processing"):
+                status = uploads[0]
+                break
+            time.sleep(0.3)
+        assert status is not None and status["status"] == "applied", status
+        assert status["protocol"] == "watch" and status["original_name"] == "feed.csv"
+        inv = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "inventory", "--sku",
+                              "0001234", "--source", "main-warehouse", "--json"],
+                             capture_output=True, text=True, check=True)
+        assert json.loads(inv.stdout)["inventory"][0]["quantity"] == 3
+        assert not any(inbox.iterdir())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == exitcodes.OK, err
