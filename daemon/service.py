@@ -7,6 +7,7 @@ from typing import Any
 from daemon import exitcodes
 from daemon.cli.app import App
 from daemon.db.catalog import sync_config
+from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.errors import ConfigError, UserError
 from daemon.ingest.pipeline import Pipeline
@@ -26,6 +27,7 @@ def build_services(app: App) -> list[Any]:
     sessions = session_factory(app.engine)
     with sessions() as session, session.begin():
         sync_config(session, settings, app.now())
+        sync_markets(session, settings, app.now())
         book = SourceBook.load(session, settings)
     for info in book:
         info.inbox.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,41 @@ class FeedSettings(_Model):
         return self
 
 
+class PullSettings(_Model):
+    """Poll a remote SFTP folder (the warehouse's server) for this source's feeds."""
+
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: Path | None = None
+    key_file: Path | None = None  # a private key (OpenSSH format)
+    key_passphrase_env: str | None = None
+    remote_folder: str = "/"
+    poll_seconds: float = Field(default=60.0, gt=0)
+    # The server's host key is pinned: an unknown or changed key refuses the connection.
+    known_hosts: Path | None = None
+    host_key_fingerprint: str | None = None  # "SHA256:..." as ssh-keygen -lf prints it
+    after: Literal["delete", "move"] = "delete"
+    processed_folder: str = "processed"  # with after = "move", relative to remote_folder
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _auth_and_pin(self) -> PullSettings:
+        password = _read_secret(self.password, self.password_env, self.password_file, "password")
+        if password is None and self.key_file is None:
+            raise ValueError("give a password (password, password_env or password_file) or key_file")
+        if self.known_hosts is None and self.host_key_fingerprint is None:
+            raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
+        if self.host_key_fingerprint and not self.host_key_fingerprint.startswith("SHA256:"):
+            raise ValueError("host_key_fingerprint must look like SHA256:... (ssh-keygen -lf)")
+        return self
+
+    def resolved_password(self) -> str | None:
+        return _read_secret(self.password, self.password_env, self.password_file, "password")
+
+
 class SourceSettings(_Model):
     name: Name
     kind: Literal["warehouse", "merchant-fulfilled"] = "warehouse"
@@ -131,6 +166,7 @@ class SourceSettings(_Model):
     # Allocation order for orders: lower first. merchant-fulfilled defaults to 0.
     priority: int = 100
     feed: FeedSettings = Field(default_factory=FeedSettings)
+    pull: PullSettings | None = None
 
 
 class MarketSettings(_Model):
@@ -369,6 +405,8 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
             for source in merchant.get("sources") or []:
                 if isinstance(source, dict):
                     fix(source, ("drop_folder",))
+                    if isinstance(source.get("pull"), dict):
+                        fix(source["pull"], ("password_file", "key_file", "known_hosts"))
 
 
 def _file_checks(settings: Settings) -> list[tuple[str, str]]:

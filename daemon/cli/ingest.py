@@ -15,6 +15,7 @@ from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import stock as store
 from daemon.db import uploads
 from daemon.db.catalog import sync_config
+from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.db.models import UPLOAD_STATUSES
 from daemon.errors import NotFound, UserError
@@ -30,6 +31,7 @@ def _pipeline(app: App) -> Pipeline:
     sessions = session_factory(app.engine)
     with sessions() as session, session.begin():
         sync_config(session, app.settings, app.now())
+        sync_markets(session, app.settings, app.now())
         book = SourceBook.load(session, app.settings)
     # The CLI processes in its own process, one file at a time: no threads.
     return Pipeline(app.settings, sessions, book, workers=1)

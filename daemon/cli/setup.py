@@ -12,6 +12,7 @@ from daemon.cli.app import App, emit_json
 from daemon.cli.demo import DEMO_CONFIG, seed_demo
 from daemon.db import migrate
 from daemon.db.catalog import sync_config
+from daemon.db.markets import sync_markets
 from daemon.errors import UserError
 
 
@@ -32,6 +33,7 @@ def init(app: App, directory: Path, force: bool) -> None:
     migrate.upgrade(app.engine)
     with app.transaction() as session:
         sync_config(session, settings, app.now())
+        sync_markets(session, settings, app.now())
         seeded = seed_demo(session, app.now())
     click.echo(f"Wrote {config} and a demo database with {seeded} SKUs.\n")
     click.echo("Next:")
@@ -80,6 +82,7 @@ def upgrade(app: App, revision: str) -> None:
         prepare_folders(app)
         with app.transaction() as session:
             sync_config(session, app.settings, app.now())
+            sync_markets(session, app.settings, app.now())
     click.echo(f"database at {after} (was {before or 'empty'})")
 
 

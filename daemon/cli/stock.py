@@ -16,10 +16,19 @@ from daemon.inventory.stock import QuantityError
 @click.option("--sku", help="Only this SKU (exact, leading zeros count).")
 @click.option("--source", help="Only this inventory source.")
 @click.option("--merchant", help="Only this merchant.")
+@click.option("--market", help="What this market should be sent (after its channel rules), "
+              "next to the per-source quantities; the JSON shape is `market show`'s.")
 @click.option("--json", "as_json", is_flag=True, help='{"inventory": [{merchant, source, sku, quantity, as_of, updated_at}]}')
 @click.pass_obj
-def inventory(app: App, sku: str | None, source: str | None, merchant: str | None, as_json: bool) -> None:
-    """The quantities per source."""
+def inventory(app: App, sku: str | None, source: str | None, merchant: str | None,
+              market: str | None, as_json: bool) -> None:
+    """The quantities per source (or what a market should be sent, with --market)."""
+    if market:
+        from daemon.cli.markets import market_show
+
+        click.get_current_context().invoke(market_show, market=market, merchant=merchant, sku=sku,
+                                           as_json=as_json)
+        return
     with app.transaction() as session:
         rows = store.inventory(session, merchant=merchant, sku=sku, source=source)
     if as_json:

@@ -109,11 +109,15 @@ def write_plan(
 
     bind_now = UTCDateTime().process_bind_param(now, session.get_bind().dialect)
     params["now"] = bind_now
-    session.execute(text(
+    created = session.execute(text(
         f"INSERT INTO products (merchant_id, sku, created_at) "
         f"SELECT DISTINCT :m, s.sku, :now FROM {_STAGE} s WHERE NOT EXISTS "
         f"(SELECT 1 FROM products p WHERE p.merchant_id = :m AND p.sku = s.sku)"
-    ), params)
+    ), params).rowcount
+    if created > 1000 and not _is_sqlite(session):
+        # The planner still believes products is as small as before this
+        # transaction and would join it row by row; tell it the truth.
+        session.connection().exec_driver_sql("ANALYZE products")
     # The ledger first: it reads nothing from stock, and writing it before the
     # upsert keeps both statements simple joins on the staged rows.
     session.execute(text(

@@ -127,13 +127,18 @@ class Upload(Base):
 
     __tablename__ = "uploads"
     __table_args__ = (
+        CheckConstraint("(source_id IS NULL) <> (market_id IS NULL)", name="one_owner"),
+        Index("ix_uploads_market_received", "market_id", "received_at"),
         Index("ix_uploads_source_received", "source_id", "received_at"),
         Index("ix_uploads_source_sha", "source_id", "sha256"),
         Index("ix_uploads_status", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    # A quantity feed belongs to a source; an order or cancellation file to a market.
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), nullable=True)
+    market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id", ondelete="CASCADE"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="feed", server_default="feed")  # feed, orders, cancellations
     original_name: Mapped[str] = mapped_column(String(255))
     spool_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -228,3 +233,144 @@ class PulledFile(Base):
 MARKET_KINDS = ("amazon", "ebay", "walmart", "shopify", "generic")
 RESTOCK_POLICIES = ("always", "never", "by_origin")
 ORDER_STATUSES = ("open", "cancelled")
+
+
+class MarketRecord(Base):
+    """A marketplace a merchant sells on, from the config or ``market add``.
+
+    ``sources`` is a JSON list of source names, NULL for every source.
+    ``connected_at`` is set by the market's first listing import.
+    """
+
+    __tablename__ = "markets"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "name", name="uq_markets_merchant_name"),
+        CheckConstraint("kind in ('amazon', 'ebay', 'walmart', 'shopify', 'generic')", name="kind"),
+        CheckConstraint("restock in ('always', 'never', 'by_origin')", name="restock"),
+        CheckConstraint("buffer >= 0 and minimum >= 0 and percent between 0 and 100", name="rules"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    sources: Mapped[str | None] = mapped_column(Text, nullable=True)
+    buffer: Mapped[int] = mapped_column(Integer, default=0)
+    percent: Mapped[int] = mapped_column(Integer, default=100)
+    maximum: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    minimum: Mapped[int] = mapped_column(Integer, default=0)
+    restock: Mapped[str] = mapped_column(String(16), default="by_origin")
+    from_config: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MerchantPolicy(Base):
+    """Per-merchant order rules copied from the config, and the first integration.
+
+    ``first_market_id`` is the market whose listing import set the
+    merchant-fulfilled quantities (first integration wins); NULL until then.
+    """
+
+    __tablename__ = "merchant_policies"
+
+    merchant_id: Mapped[int] = mapped_column(
+        ForeignKey("merchants.id", ondelete="CASCADE"), primary_key=True
+    )
+    split_orders: Mapped[bool] = mapped_column(default=False)
+    restock_window_days: Mapped[int] = mapped_column(Integer, default=14)
+    first_market_id: Mapped[int | None] = mapped_column(
+        ForeignKey("markets.id", ondelete="SET NULL"), nullable=True
+    )
+    integrated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Listing(Base):
+    """A SKU a market sells. ``needs_update``: send it the current inventory."""
+
+    __tablename__ = "listings"
+    __table_args__ = (
+        UniqueConstraint("market_id", "product_id", name="uq_listings_market_product"),
+        Index("ix_listings_product", "product_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    listed_quantity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    needs_update: Mapped[bool] = mapped_column(default=False)
+    last_sent_quantity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderLineRecord(Base):
+    """One line of one market order, imported once.
+
+    ``shortfall`` units were sold but in no source (oversold), attributed to
+    ``shortfall_source_id``. A line cancelled before its order arrived is
+    kept with ``product_id`` NULL and quantity 0 so the late order is skipped.
+    """
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        UniqueConstraint("market_id", "order_id", "line_id", name="uq_order_lines_market_order_line"),
+        CheckConstraint("status in ('open', 'cancelled')", name="status"),
+        CheckConstraint("quantity >= 0 and shortfall >= 0", name="quantities"),
+        Index("ix_order_lines_market_status", "market_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(100))
+    line_id: Mapped[str] = mapped_column(String(100))
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), nullable=True
+    )
+    quantity: Mapped[int] = mapped_column(Integer)
+    ordered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    shortfall: Mapped[int] = mapped_column(Integer, default=0)
+    shortfall_source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="SET NULL"), nullable=True
+    )
+    upload_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class OrderAllocation(Base):
+    """Units one order line took from one source (denormalised for the oversell window)."""
+
+    __tablename__ = "order_allocations"
+    __table_args__ = (
+        Index("ix_order_allocations_source_ordered", "source_id", "ordered_at"),
+        Index("ix_order_allocations_line", "order_line_id"),
+        CheckConstraint("quantity > 0 and returned >= 0 and returned <= quantity", name="quantities"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer, default=0)
+    ordered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Cancellation(Base):
+    """The cancellation of one order line; at most one per line."""
+
+    __tablename__ = "cancellations"
+    __table_args__ = (CheckConstraint("origin in ('market', 'stockdrop')", name="origin"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_line_id: Mapped[int] = mapped_column(
+        ForeignKey("order_lines.id", ondelete="CASCADE"), unique=True
+    )
+    origin: Mapped[str] = mapped_column(String(16))
+    requested_restock: Mapped[bool | None] = mapped_column(nullable=True)
+    restocked: Mapped[bool] = mapped_column(default=False)
+    refused: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str] = mapped_column(Text)
+    cancelled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    upload_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)

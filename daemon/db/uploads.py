@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from daemon.db.models import Merchant, Source, Upload, UploadError
+from daemon.db.models import MarketRecord, Merchant, Source, Upload, UploadError
 from daemon.errors import NotFound
 
 FINAL = ("applied", "applied_with_errors", "rejected", "held", "duplicate")
@@ -17,11 +17,12 @@ APPLIED = ("applied", "applied_with_errors")
 
 
 def record_received(
-    session: Session, *, source_id: int, original_name: str, size: int, sha256: str,
+    session: Session, *, source_id: int | None, original_name: str, size: int, sha256: str,
     protocol: str, user: str | None, remote_addr: str | None, received_at: datetime,
-    elapsed_s: float | None,
+    elapsed_s: float | None, market_id: int | None = None, kind: str = "feed",
 ) -> Upload:
-    upload = Upload(source_id=source_id, original_name=original_name, size=size, sha256=sha256,
+    upload = Upload(source_id=source_id, market_id=market_id, kind=kind,
+                    original_name=original_name, size=size, sha256=sha256,
                     protocol=protocol, user=user, remote_addr=remote_addr, status="received",
                     received_at=received_at, elapsed_s=elapsed_s)
     session.add(upload)
@@ -38,9 +39,11 @@ def spool_name(upload_id: int, original_name: str) -> str:
 
 def find_applied_duplicate(session: Session, upload: Upload) -> Upload | None:
     """An earlier upload of the same bytes for the same source that was applied or is held."""
+    owner = (Upload.source_id == upload.source_id if upload.source_id is not None
+             else Upload.market_id == upload.market_id)
     return session.scalar(
         select(Upload).where(
-            Upload.source_id == upload.source_id, Upload.sha256 == upload.sha256,
+            owner, Upload.kind == upload.kind, Upload.sha256 == upload.sha256,
             Upload.id != upload.id, Upload.status.in_((*APPLIED, "held")),
         ).order_by(Upload.id).limit(1)
     )
@@ -72,7 +75,8 @@ def unfinished(session: Session) -> list[Upload]:
 class HistoryRow:
     id: int
     merchant: str
-    source: str
+    source: str  # the inventory source, or "market:<name>" for order files
+    kind: str
     original_name: str
     status: str
     protocol: str
@@ -94,9 +98,10 @@ class HistoryRow:
     finished_at: datetime | None
 
 
-def _history_row(upload: Upload, merchant: str, source: str) -> HistoryRow:
+def _history_row(upload: Upload, merchant: str, source: str | None, market: str | None) -> HistoryRow:
     return HistoryRow(
-        id=upload.id, merchant=merchant, source=source, original_name=upload.original_name,
+        id=upload.id, merchant=merchant, source=source if source is not None else f"market:{market}",
+        kind=upload.kind, original_name=upload.original_name,
         status=upload.status, protocol=upload.protocol, user=upload.user,
         remote_addr=upload.remote_addr, size=upload.size, sha256=upload.sha256, rows=upload.rows,
         applied=upload.applied, unchanged=upload.unchanged, errors=upload.errors,
@@ -107,22 +112,32 @@ def _history_row(upload: Upload, merchant: str, source: str) -> HistoryRow:
     )
 
 
+def _owned(query):  # type: ignore[no-untyped-def]
+    """Join an upload to its source or market, and to the merchant of either."""
+    return (query.select_from(Upload)
+            .outerjoin(Source, Upload.source_id == Source.id)
+            .outerjoin(MarketRecord, Upload.market_id == MarketRecord.id)
+            .join(Merchant, Merchant.id == func.coalesce(Source.merchant_id, MarketRecord.merchant_id)))
+
+
 def history(
     session: Session, *, merchant: str | None = None, source: str | None = None,
-    status: str | None = None, since: datetime | None = None, limit: int = 100,
+    market: str | None = None, status: str | None = None, since: datetime | None = None,
+    limit: int = 100,
 ) -> list[HistoryRow]:
-    query = (select(Upload, Merchant.name, Source.name).join(Source, Upload.source_id == Source.id)
-             .join(Merchant, Source.merchant_id == Merchant.id)
-             .order_by(Upload.id.desc()).limit(limit))
+    query = _owned(select(Upload, Merchant.name, Source.name, MarketRecord.name)).order_by(
+        Upload.id.desc()).limit(limit)
     if merchant:
         query = query.where(Merchant.name == merchant)
     if source:
         query = query.where(Source.name == source)
+    if market:
+        query = query.where(MarketRecord.name == market)
     if status:
         query = query.where(Upload.status == status)
     if since:
         query = query.where(Upload.received_at >= since)
-    return [_history_row(u, m, s) for u, m, s in session.execute(query)]
+    return [_history_row(u, m, s, mk) for u, m, s, mk in session.execute(query)]
 
 
 @dataclass(frozen=True)
@@ -136,8 +151,7 @@ class ErrorRow:
 
 def show(session: Session, upload_id: int) -> tuple[HistoryRow, list[ErrorRow]]:
     found = session.execute(
-        select(Upload, Merchant.name, Source.name).join(Source, Upload.source_id == Source.id)
-        .join(Merchant, Source.merchant_id == Merchant.id).where(Upload.id == upload_id)
+        _owned(select(Upload, Merchant.name, Source.name, MarketRecord.name)).where(Upload.id == upload_id)
     ).first()
     if found is None:
         raise NotFound(f"no upload with id {upload_id}")

@@ -13,18 +13,31 @@ class Arrival:
     """A complete file, ready to be claimed.
 
     ``path`` is on the same filesystem as the spool, so the claim is a rename.
-    ``source_id`` is the database id of the inventory source (or the market
-    orders inbox, later) the file belongs to.
+    A quantity feed names its inventory source (``source_id``); an order or
+    cancellation file names its market (``market_id``) and ``kind``.
     """
 
     path: Path
-    source_id: int
+    source_id: int | None
     original_name: str
     protocol: str  # "ftp", "ftps", "sftp", "watch", "pull", "cli"
     received_at: datetime  # timezone-aware UTC
     user: str | None = None
     remote_addr: str | None = None
     elapsed_s: float | None = None
+    market_id: int | None = None
+    kind: str = "feed"  # "feed", "orders", "cancellations"
+
+    def __post_init__(self) -> None:
+        if (self.source_id is None) == (self.market_id is None):
+            raise ValueError("an arrival belongs to exactly one source or one market")
+        if self.kind not in ("feed", "orders", "cancellations"):
+            raise ValueError(f"unknown kind {self.kind!r}")
+
+    @property
+    def lane(self) -> tuple[str, int]:
+        """Files of one lane are processed one at a time, in receive order."""
+        return ("m", self.market_id) if self.market_id is not None else ("s", self.source_id)  # type: ignore[return-value]
 
 
 class Deliver(Protocol):

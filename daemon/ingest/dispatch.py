@@ -12,13 +12,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import structlog
 
 log = structlog.get_logger("daemon.ingest.dispatch")
 
-_STOP = -1
+_STOP = object()  # tells a worker thread to end
 
 
 class Dispatcher:
@@ -30,9 +30,9 @@ class Dispatcher:
         self._workers = workers
         self._retry_delays = retry_delays
         self._lock = threading.Lock()
-        self._pending: dict[int, deque[int]] = {}
-        self._active: set[int] = set()  # sources queued in _ready or being processed
-        self._ready: queue.Queue[int] = queue.Queue()
+        self._pending: dict[Hashable, deque[int]] = {}
+        self._active: set[Hashable] = set()  # lanes queued in _ready or being processed
+        self._ready: queue.Queue[Hashable] = queue.Queue()
         self._attempts: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
         self._timers: set[threading.Timer] = set()
@@ -40,7 +40,8 @@ class Dispatcher:
         self._in_flight = 0
         self._stopping = False
 
-    def submit(self, source_id: int, upload_id: int) -> None:
+    def submit(self, source_id: Hashable, upload_id: int) -> None:
+        """Queue an upload in its lane (a source, or a market's order inbox)."""
         with self._lock:
             if self._stopping:
                 return  # the spool keeps it; the next start recovers it
@@ -85,7 +86,7 @@ class Dispatcher:
     def _loop(self) -> None:
         while True:
             source_id = self._ready.get()
-            if source_id == _STOP:
+            if source_id is _STOP:
                 return
             with self._lock:
                 upload_id = self._pending[source_id].popleft()
@@ -106,7 +107,7 @@ class Dispatcher:
                     self._active.discard(source_id)
                 self._idle.notify_all()
 
-    def _schedule_retry(self, source_id: int, upload_id: int) -> bool:
+    def _schedule_retry(self, source_id: Hashable, upload_id: int) -> bool:
         """Put the upload back at the head of its source's queue after a delay."""
         attempt = self._attempts.get(upload_id, 0)
         if attempt >= len(self._retry_delays):

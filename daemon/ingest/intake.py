@@ -16,7 +16,7 @@ file again. A crash after 2 leaves a spool file whose upload is not finished:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def sha256_of(path: Path) -> tuple[str, int]:
 class Intake:
     def __init__(
         self, sessions: sessionmaker[Session], dirs: SpoolDirs,
-        enqueue: Callable[[int, int], None],
+        enqueue: Callable[[Hashable, int], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
@@ -61,7 +61,7 @@ class Intake:
                 session, source_id=arrival.source_id, original_name=arrival.original_name,
                 size=size, sha256=sha, protocol=arrival.protocol, user=arrival.user,
                 remote_addr=arrival.remote_addr, received_at=arrival.received_at,
-                elapsed_s=arrival.elapsed_s,
+                elapsed_s=arrival.elapsed_s, market_id=arrival.market_id, kind=arrival.kind,
             )
             upload_id, name = upload.id, upload.spool_name
         assert name is not None
@@ -74,9 +74,10 @@ class Intake:
                 session.execute(Upload.__table__.delete().where(Upload.id == upload_id))
             raise
         log.info("upload_received", upload_id=upload_id, source_id=arrival.source_id,
-                 file=arrival.original_name, size=size, protocol=arrival.protocol,
-                 user=arrival.user, remote_addr=arrival.remote_addr)
-        self._enqueue(arrival.source_id, upload_id)
+                 market_id=arrival.market_id, kind=arrival.kind, file=arrival.original_name,
+                 size=size, protocol=arrival.protocol, user=arrival.user,
+                 remote_addr=arrival.remote_addr)
+        self._enqueue(arrival.lane, upload_id)
         return upload_id
 
     def recover(self) -> list[int]:
@@ -103,11 +104,13 @@ class Intake:
                     continue
                 if session.scalar(select(Upload.id).where(Upload.id == upload_id)) is not None:
                     queued.append(upload_id)
-            by_source = dict(session.execute(
-                select(Upload.id, Upload.source_id).where(Upload.id.in_(queued))
-            ).all())
+            lanes = {
+                uid: (("m", market_id) if market_id is not None else ("s", source_id))
+                for uid, source_id, market_id in session.execute(
+                    select(Upload.id, Upload.source_id, Upload.market_id).where(Upload.id.in_(queued)))
+            }
         for upload_id in sorted(queued):
-            self._enqueue(by_source[upload_id], upload_id)
+            self._enqueue(lanes[upload_id], upload_id)
         if queued:
             log.info("spool_recovered", uploads=sorted(queued))
         return sorted(queued)

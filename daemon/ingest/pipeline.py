@@ -61,7 +61,7 @@ class Pipeline:
     def services(self) -> list[Any]:
         ingest = self.settings.ingest
         watcher = FolderWatcher(
-            list(self.book), self.deliver, settle_seconds=ingest.settle_seconds,
+            self.book.inboxes(), self.deliver, settle_seconds=ingest.settle_seconds,
             reconcile_seconds=ingest.reconcile_seconds, polling=ingest.polling_observer,
             done_markers=ingest.done_markers,
         )

@@ -20,10 +20,11 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.cells import UNESCAPE_PATTERN
-from daemon.db import bulk, uploads
+from daemon.db import bulk, orders, uploads
 from daemon.db.models import Upload
 from daemon.errors import FeedError
 from daemon.ingest.parse import ParsedFeed, ParseOptions
+from daemon.ingest.market_files import apply_market_file
 from daemon.ingest.results import write_result
 from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.ingest.spool import SpoolDirs, move
@@ -94,22 +95,34 @@ class Processor:
             upload = session.get(Upload, upload_id)
             if upload is None:
                 raise LookupError(f"upload {upload_id} does not exist")
+            source_id, market_id, kind, name = (upload.source_id, upload.market_id, upload.kind,
+                                                upload.spool_name)
             if upload.status in uploads.FINAL:
                 # Committed before a crash: only the filing is left to do.
                 outcome = self._outcome(upload)
-                source_id, name = upload.source_id, upload.spool_name
             else:
                 upload.status, upload.started_at = "processing", self._clock()
-                source_id, name = upload.source_id, upload.spool_name
                 outcome = None
         assert name is not None
-        info = self._book.get(source_id)
-        if info is None:
-            raise LookupError(f"upload {upload_id}: source {source_id} is not configured")
         frames = None
-        if outcome is None:
-            outcome, frames = self._decide_and_apply(upload_id, info, name, approved)
-        self._file_away(upload_id, info, name, outcome, frames)
+        if kind == "feed":
+            info = self._book.get(source_id) if source_id is not None else None
+            if info is None:
+                raise LookupError(f"upload {upload_id}: source {source_id} is not configured")
+            results = info.results
+            if outcome is None:
+                outcome, frames = self._decide_and_apply(upload_id, info, name, approved)
+        else:
+            market = self._book.market(market_id) if market_id is not None else None
+            if market is None:
+                raise LookupError(f"upload {upload_id}: market {market_id} is not configured")
+            results = market.results
+            if outcome is None:
+                outcome = apply_market_file(  # type: ignore[assignment]
+                    self._sessions, upload_id, self._dirs.spool / name, finish=self._finish,
+                    outcome_of=self._outcome, now=self._clock())
+        assert outcome is not None
+        self._file_away(upload_id, results, name, outcome, frames)
         return outcome
 
     def _decide_and_apply(self, upload_id: int, info: SourceInfo, name: str,
@@ -161,9 +174,13 @@ class Processor:
                 current = bulk.load_current(session, target.id)
                 catalog = (bulk.load_catalog(session, target.merchant_id)
                            if policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
-                plans.append((target, plan_feed(rows, current, catalog, feed_policy(target),
+                target_policy = feed_policy(target)
+                later = (_orders_after(session, target.id, rows, as_of)
+                         if target_policy.mode == "set" else None)
+                plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
-                                                quantity_column=_quantity_header(parsed))))
+                                                quantity_column=_quantity_header(parsed),
+                                                orders_after=later)))
             for _, plan in plans:
                 row_errors += [(r["row"], r["column"], r["value"], r["sku"], r["message"])
                                for r in plan.problems.iter_rows(named=True)]
@@ -173,13 +190,14 @@ class Processor:
                 for _, plan in plans for r in plan.stale.iter_rows(named=True)
             ]
             counts = _sum_counts(plans, parsed.total_rows, len(row_errors))
+            held_counts = {k: v for k, v in counts.items() if k != "recounted"}
             hold = next((p.hold_reason for _, p in plans if p.hold_reason), None)
             uploads.clear_errors(session, upload_id)
             uploads.add_errors(session, upload_id, row_errors + stale_notes)
             if hold:
                 return self._finish(session, upload, "held", hold + "; approve with `stockdrop "
                                     f"history approve {upload_id}` or reject it",
-                                    counts=counts), plans
+                                    counts=held_counts), plans
             rejection = None
             if parsed.total_rows == 0:
                 rejection = "the file has a header but no rows"
@@ -189,13 +207,16 @@ class Processor:
             elif row_errors and counts["applied"] + counts["unchanged"] + counts["stale"] == 0:
                 rejection = f"no valid rows: {len(row_errors)} row error(s)"
             if rejection:
-                return self._finish(session, upload, "rejected", rejection, counts=counts), plans
+                return self._finish(session, upload, "rejected", rejection, counts=held_counts), plans
             for target, plan in plans:
                 bulk.write_plan(session, _source_row(session, target), plan.writes,
                                 reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
                                 now=now)
             status = "applied_with_errors" if row_errors else "applied"
-            return self._finish(session, upload, status, None, counts=counts), plans
+            recounted = counts.pop("recounted", 0)
+            note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"
+                    if recounted else None)
+            return self._finish(session, upload, status, note, counts=counts), plans
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -226,7 +247,7 @@ class Processor:
             "errors": upload.errors, "zeroed": upload.zeroed, "stale": upload.stale,
         })
 
-    def _file_away(self, upload_id: int, info: SourceInfo, name: str, outcome: Outcome,
+    def _file_away(self, upload_id: int, results: Path, name: str, outcome: Outcome,
                    frames: ResultFrames) -> None:
         """After the commit: keep the original where it belongs, write the result file."""
         src = self._dirs.spool / name
@@ -244,7 +265,15 @@ class Processor:
                     upload.kept_at = str(dst.relative_to(self._dirs.root))
         with self._sessions() as session:
             history, errors = uploads.show(session, upload_id)
-        write_result(info.results, name, history, errors, frames)
+        write_result(results, name, history, errors, frames)
+
+
+def _orders_after(session: Session, source_id: int, rows: pl.DataFrame, default: datetime) -> pl.DataFrame:
+    """Orders that took units from this source after the oldest as-of in the file."""
+    as_of = rows.get_column("as_of").min() if rows.height else None
+    since = min(as_of, default) if isinstance(as_of, datetime) else default
+    found = orders.orders_after(session, source_id, since)
+    return pl.DataFrame(found, schema=["sku", "ordered_at", "units"], orient="row")
 
 
 def _quantity_header(parsed: ParsedFeed) -> str:
@@ -254,9 +283,13 @@ def _quantity_header(parsed: ParsedFeed) -> str:
 def _sum_counts(plans: list[tuple[SourceInfo, FeedPlan]], total_rows: int, errors: int) -> dict[str, int]:
     counts = {"rows": total_rows, "applied": 0, "unchanged": 0, "zeroed": 0, "stale": 0,
               "errors": errors}
+    recounted = 0
     for _, plan in plans:
         for key in ("applied", "unchanged", "zeroed", "stale"):
             counts[key] += plan.counts[key]
+        recounted += plan.counts.get("recounted", 0)
+    if recounted:
+        counts["recounted"] = recounted
     return counts
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.db.models import Merchant, Source
+from daemon.db.models import MarketRecord, Merchant, Source
 from daemon.settings import MerchantSettings, Settings, SourceSettings
 
 
@@ -36,9 +36,54 @@ class SourceInfo:
         return self.folder / ".staging"
 
 
+@dataclass(frozen=True)
+class MarketInbox:
+    """A market's folders: order files and cancellation files come in here."""
+
+    id: int
+    merchant_id: int
+    merchant: MerchantSettings
+    name: str
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.merchant.name}/market:{self.name}"
+
+    @property
+    def orders(self) -> Path:
+        return self.folder / "orders"
+
+    @property
+    def cancellations(self) -> Path:
+        return self.folder / "cancellations"
+
+    @property
+    def results(self) -> Path:
+        return self.folder / "results"
+
+    @property
+    def staging(self) -> Path:
+        return self.folder / ".staging"
+
+    def inbox(self, kind: str) -> Path:
+        return self.orders if kind == "orders" else self.cancellations
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """One watched folder and what arrives through it."""
+
+    path: Path
+    source_id: int | None = None
+    market_id: int | None = None
+    kind: str = "feed"
+
+
 class SourceBook:
-    def __init__(self, sources: list[SourceInfo]) -> None:
+    def __init__(self, sources: list[SourceInfo], markets: list[MarketInbox] | None = None) -> None:
         self._by_id = {s.id: s for s in sources}
+        self.markets = {m.id: m for m in markets or []}
 
     @classmethod
     def load(cls, session: Session, settings: Settings) -> SourceBook:
@@ -56,7 +101,33 @@ class SourceBook:
                     folder=settings.source_folder(m.name, s), inbox=settings.inbox(m.name, s),
                     results=settings.results(m.name, s),
                 ))
-        return cls(found)
+        markets = []
+        for m in settings.merchants:
+            # Markets come from the config and from `market add`: read the database.
+            for market_id, merchant_id, name in session.execute(
+                select(MarketRecord.id, MarketRecord.merchant_id, MarketRecord.name).join(Merchant)
+                .where(Merchant.name == m.name).order_by(MarketRecord.id)
+            ):
+                markets.append(MarketInbox(id=market_id, merchant_id=merchant_id, merchant=m,
+                                           name=name, folder=settings.data_dir / "markets" / m.name / name))
+        return cls(found, markets)
+
+    def inboxes(self) -> list[Inbox]:
+        """Every folder the watcher serves."""
+        out = [Inbox(s.inbox, source_id=s.id) for s in self._by_id.values()]
+        for m in self.markets.values():
+            out.append(Inbox(m.orders, market_id=m.id, kind="orders"))
+            out.append(Inbox(m.cancellations, market_id=m.id, kind="cancellations"))
+        return out
+
+    def market(self, market_id: int) -> MarketInbox | None:
+        return self.markets.get(market_id)
+
+    def market_by_name(self, merchant: str, name: str) -> MarketInbox | None:
+        for m in self.markets.values():
+            if m.merchant.name == merchant and m.name == name:
+                return m
+        return None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_id.values())

@@ -22,7 +22,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ingest.arrival import Arrival
-from daemon.ingest.sources import SourceInfo
+from daemon.ingest.sources import Inbox
 
 log = structlog.get_logger("daemon.ingest.watch")
 
@@ -49,8 +49,8 @@ class _Candidate:
 
 
 class _Nudge(FileSystemEventHandler):
-    def __init__(self, watcher: FolderWatcher, source_id: int) -> None:
-        self._watcher, self._source_id = watcher, source_id
+    def __init__(self, watcher: FolderWatcher, key: int) -> None:
+        self._watcher, self._source_id = watcher, key
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -60,16 +60,17 @@ class _Nudge(FileSystemEventHandler):
 
 
 class FolderWatcher:
-    """One service for every source's inbox."""
+    """One service for every inbox: sources' feeds, markets' orders and cancellations."""
 
     name = "watcher"
 
     def __init__(
-        self, sources: list[SourceInfo], deliver: Callable[[Arrival], int], *,
+        self, inboxes: list[Inbox], deliver: Callable[[Arrival], int], *,
         settle_seconds: float = 2.0, reconcile_seconds: float = 60.0, polling: bool = False,
         done_markers: bool = False, tick: float = 0.2,
     ) -> None:
-        self._sources = {s.id: s for s in sources}
+        # Keyed by position: a source and a market may share a database id.
+        self._sources = dict(enumerate(inboxes))
         self._deliver = deliver
         self._settle = settle_seconds
         self._reconcile = reconcile_seconds
@@ -87,9 +88,9 @@ class FolderWatcher:
     def start(self) -> None:
         self._stop.clear()
         observer = PollingObserver(timeout=1) if self._polling else Observer()
-        for source in self._sources.values():
-            source.inbox.mkdir(parents=True, exist_ok=True)
-            observer.schedule(_Nudge(self, source.id), str(source.inbox), recursive=False)
+        for key, inbox in self._sources.items():
+            inbox.path.mkdir(parents=True, exist_ok=True)
+            observer.schedule(_Nudge(self, key), str(inbox.path), recursive=False)
         observer.start()
         self._observer = observer
         self.scan()  # files that arrived while we were down
@@ -117,20 +118,20 @@ class FolderWatcher:
         if is_marker(name):
             path = path.with_suffix("")  # NAME.done says: look at NAME now
             name = path.name
-        if is_temporary(name) or path.parent != self._sources[source_id].inbox:
+        if is_temporary(name) or path.parent != self._sources[source_id].path:
             return
         self._observe(source_id, path)
 
     def scan(self) -> None:
-        for source in self._sources.values():
+        for key, inbox in self._sources.items():
             try:
-                entries = list(source.inbox.iterdir())
+                entries = list(inbox.path.iterdir())
             except FileNotFoundError:
-                source.inbox.mkdir(parents=True, exist_ok=True)
+                inbox.path.mkdir(parents=True, exist_ok=True)
                 continue
             for path in entries:
                 if not is_temporary(path.name) and not is_marker(path.name):
-                    self._observe(source.id, path)
+                    self._observe(key, path)
 
     def _observe(self, source_id: int, path: Path) -> None:
         try:
@@ -184,14 +185,16 @@ class FolderWatcher:
                     return candidate
         return None
 
-    def _take(self, source_id: int, path: Path, cand: _Candidate, marker: Path | None) -> None:
+    def _take(self, key: int, path: Path, cand: _Candidate, marker: Path | None) -> None:
+        inbox = self._sources[key]
         try:
-            self._deliver(Arrival(path=path, source_id=source_id, original_name=path.name,
+            self._deliver(Arrival(path=path, source_id=inbox.source_id, market_id=inbox.market_id,
+                                  kind=inbox.kind, original_name=path.name,
                                   protocol="watch", received_at=cand.first_seen))
         except FileNotFoundError:
             return  # claimed by someone else (or removed) meanwhile
         except Exception:
-            log.exception("watch_deliver_failed", file=str(path), source_id=source_id)
+            log.exception("watch_deliver_failed", file=str(path), inbox=str(inbox.path))
             return  # stays in the inbox; the next scan tries again
         if marker is not None:
             marker.unlink(missing_ok=True)

@@ -82,6 +82,7 @@ def plan_feed(
     default_as_of: datetime,
     approved: bool = False,
     quantity_column: str = "quantity",
+    orders_after: pl.DataFrame | None = None,
 ) -> FeedPlan:
     """Plan one feed for one source.
 
@@ -90,6 +91,9 @@ def plan_feed(
     current: this source's stock (sku, quantity, as_of).
     catalog: every SKU the merchant knows (for ``unknown_sku = reject_row``).
     approved: a held full feed that a person approved skips the guard.
+    orders_after: (sku, ordered_at, units) taken from this source by orders;
+    a snapshot does not know the units sold after its as-of time, so they
+    are subtracted again (the oversell window). Set mode only.
     """
     rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
     rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
@@ -111,6 +115,7 @@ def plan_feed(
         is_stale = pl.col("stored_as_of").is_not_null() & (pl.col("as_of") < pl.col("stored_as_of"))
         stale = joined.filter(is_stale).select("row", "sku", "as_of", "stored_as_of")
         fresh = joined.filter(~is_stale).with_columns(pl.col("quantity").alias("after"))
+        fresh = _subtract_later_orders(fresh, orders_after)
     else:
         # Deltas are events, not counts: never stale, and they leave the
         # as-of (the time of the last absolute count) where it was.
@@ -174,12 +179,36 @@ def plan_feed(
     )
     problem_frame = (pl.concat(problems) if problems else pl.DataFrame(schema=PROBLEMS_SCHEMA))
     n_changed = int(fed.get_column("changed").sum())
+    recounted = int(fresh.get_column("recounted").sum()) if "recounted" in fresh.columns else 0
     counts = {
         "applied": n_changed,
         "unchanged": fed.height - n_changed,
         "zeroed": zeroed.height,
         "stale": stale.height,
         "errors": problem_frame.height,
+        "recounted": recounted,
     }
     return FeedPlan(writes=writes, stale=stale, problems=problem_frame, hold_reason=hold_reason,
                     counts=counts)
+
+
+ORDERS_SCHEMA = {"sku": pl.Utf8, "ordered_at": pl.Datetime("us", "UTC"), "units": pl.Int64}
+
+
+def _subtract_later_orders(fresh: pl.DataFrame, orders: pl.DataFrame | None) -> pl.DataFrame:
+    """A warehouse file generated at 10:00 and applied at 10:05 must not hand
+    back the units sold at 10:02: subtract orders placed after each row's
+    as-of time. The quantity stops at 0 (the rest was oversold)."""
+    if orders is None or orders.height == 0:
+        return fresh.with_columns(pl.lit(0, pl.Int64).alias("recounted"))
+    orders = orders.select(list(ORDERS_SCHEMA)).cast(ORDERS_SCHEMA)  # type: ignore[arg-type]
+    later = (
+        fresh.select("row", "sku", "as_of").join(orders, on="sku", how="inner")
+        .filter(pl.col("ordered_at") > pl.col("as_of"))
+        .group_by("row").agg(pl.col("units").sum().alias("recounted"))
+    )
+    return (
+        fresh.join(later, on="row", how="left")
+        .with_columns(pl.col("recounted").fill_null(0))
+        .with_columns((pl.col("after") - pl.col("recounted")).clip(lower_bound=0).alias("after"))
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import stock as store
 from daemon.db import uploads
 from daemon.db.catalog import get_source, sync_config
+from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.db.models import LedgerEntry
 from daemon.ingest.arrival import Arrival
@@ -95,15 +96,16 @@ priority = 20
 def make_env(database: Database, tmp_path: Path) -> Iterator[Callable[..., IngestEnv]]:
     pipelines: list[Pipeline] = []
 
-    def make(feed: str = "", ingest: str = "") -> IngestEnv:
+    def make(feed: str = "", ingest: str = "", merchant_extra: str = "") -> IngestEnv:
         import tomllib
 
-        raw = tomllib.loads(f"[ingest]\n{ingest}\n" + SOURCES.format(feed=feed))
+        raw = tomllib.loads(f"[ingest]\n{ingest}\n" + SOURCES.format(feed=feed) + merchant_extra)
         raw["database"] = {"url": database.url}
         settings = parse_settings(raw, base=tmp_path)
         sessions = session_factory(database.engine)
         with sessions() as s, s.begin():
             sync_config(s, settings, datetime.now(UTC))
+            sync_markets(s, settings, datetime.now(UTC))
             book = SourceBook.load(s, settings)
         pipeline = Pipeline(settings, sessions, book, workers=2)
         pipelines.append(pipeline)

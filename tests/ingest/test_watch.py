@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon.ingest.arrival import Arrival
-from daemon.ingest.sources import SourceInfo
+from daemon.ingest.sources import Inbox
 from daemon.ingest.watch import FolderWatcher, is_temporary
-from daemon.settings import MerchantSettings, SourceSettings
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -25,12 +24,10 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 @pytest.fixture
-def inbox(tmp_path: Path) -> SourceInfo:
-    folder = tmp_path / "src"
-    (folder / "inbox").mkdir(parents=True)
-    return SourceInfo(id=1, merchant_id=1, merchant=MerchantSettings(name="m"),
-                      settings=SourceSettings(name="wh"), folder=folder, inbox=folder / "inbox",
-                      results=folder / "results")
+def inbox(tmp_path: Path) -> Inbox:
+    path = tmp_path / "src" / "inbox"
+    path.mkdir(parents=True)
+    return Inbox(path, source_id=1)
 
 
 class Taken(list[Arrival]):
@@ -52,7 +49,7 @@ class Taken(list[Arrival]):
 
 
 @pytest.fixture
-def make_watcher(inbox: SourceInfo, tmp_path: Path) -> Iterator[Callable[..., tuple[FolderWatcher, Taken]]]:
+def make_watcher(inbox: Inbox, tmp_path: Path) -> Iterator[Callable[..., tuple[FolderWatcher, Taken]]]:
     started: list[FolderWatcher] = []
 
     def make(**kw) -> tuple[FolderWatcher, Taken]:  # type: ignore[no-untyped-def]
@@ -73,18 +70,18 @@ def test_temporary_names_are_recognised(name: str) -> None:
     assert is_temporary(name)
 
 
-def test_a_complete_file_is_taken_once_after_it_settles(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_a_complete_file_is_taken_once_after_it_settles(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher()
-    (inbox.inbox / "feed.csv").write_text("sku,quantity\nA,1\n")
+    (inbox.path / "feed.csv").write_text("sku,quantity\nA,1\n")
     assert wait_for(lambda: taken.names == ["feed.csv"])
     time.sleep(0.5)
     assert taken.names == ["feed.csv"]  # once only
     assert taken[0].protocol == "watch" and taken[0].source_id == 1
 
 
-def test_a_file_still_growing_is_not_taken_until_it_stops(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_still_growing_is_not_taken_until_it_stops(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher(settle_seconds=1.0)
-    path = inbox.inbox / "slow.csv"
+    path = inbox.path / "slow.csv"
     with path.open("w") as fh:
         for i in range(8):
             fh.write(f"S{i},1\n")
@@ -94,55 +91,55 @@ def test_a_file_still_growing_is_not_taken_until_it_stops(make_watcher, inbox: S
     assert wait_for(lambda: taken.names == ["slow.csv"])
 
 
-def test_a_temporary_name_is_taken_only_after_the_rename(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_a_temporary_name_is_taken_only_after_the_rename(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher()
-    tmp = inbox.inbox / "feed.csv.part"
+    tmp = inbox.path / "feed.csv.part"
     tmp.write_text("sku,quantity\nA,1\n")
     time.sleep(1.0)
     assert taken == []
-    tmp.rename(inbox.inbox / "feed.csv")
+    tmp.rename(inbox.path / "feed.csv")
     assert wait_for(lambda: taken.names == ["feed.csv"])
 
 
-def test_files_already_waiting_are_taken_at_start(inbox: SourceInfo, make_watcher) -> None:  # type: ignore[no-untyped-def]
-    (inbox.inbox / "early.csv").write_text("x")
+def test_files_already_waiting_are_taken_at_start(inbox: Inbox, make_watcher) -> None:  # type: ignore[no-untyped-def]
+    (inbox.path / "early.csv").write_text("x")
     _, taken = make_watcher()
     assert wait_for(lambda: taken.names == ["early.csv"])
 
 
-def test_with_done_markers_a_file_waits_for_its_marker(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_with_done_markers_a_file_waits_for_its_marker(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher(done_markers=True)
-    (inbox.inbox / "feed.csv").write_text("sku,quantity\nA,1\n")
+    (inbox.path / "feed.csv").write_text("sku,quantity\nA,1\n")
     time.sleep(1.0)
     assert taken == []
-    (inbox.inbox / "feed.csv.done").write_text("")
+    (inbox.path / "feed.csv.done").write_text("")
     assert wait_for(lambda: taken.names == ["feed.csv"])
-    assert wait_for(lambda: not (inbox.inbox / "feed.csv.done").exists())
+    assert wait_for(lambda: not (inbox.path / "feed.csv.done").exists())
 
 
-def test_a_zero_byte_file_is_handed_on_to_be_rejected_with_its_reason(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_a_zero_byte_file_is_handed_on_to_be_rejected_with_its_reason(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher()
-    (inbox.inbox / "empty.csv").write_bytes(b"")
+    (inbox.path / "empty.csv").write_bytes(b"")
     assert wait_for(lambda: taken.names == ["empty.csv"])
 
 
-def test_the_polling_observer_finds_files_too(make_watcher, inbox: SourceInfo) -> None:  # type: ignore[no-untyped-def]
+def test_the_polling_observer_finds_files_too(make_watcher, inbox: Inbox) -> None:  # type: ignore[no-untyped-def]
     _, taken = make_watcher(polling=True)
-    (inbox.inbox / "nfs.csv").write_text("x")
+    (inbox.path / "nfs.csv").write_text("x")
     assert wait_for(lambda: taken.names == ["nfs.csv"])
 
 
-def test_the_reconcile_scan_finds_a_file_whose_event_was_lost(inbox: SourceInfo, make_watcher) -> None:  # type: ignore[no-untyped-def]
+def test_the_reconcile_scan_finds_a_file_whose_event_was_lost(inbox: Inbox, make_watcher) -> None:  # type: ignore[no-untyped-def]
     w, taken = make_watcher(reconcile_seconds=0.5)
     # Stop the observer so no event can arrive: only the periodic scan can see it.
     assert w._observer is not None
     w._observer.stop()
     w._observer.join()
-    (inbox.inbox / "lost.csv").write_text("x")
+    (inbox.path / "lost.csv").write_text("x")
     assert wait_for(lambda: taken.names == ["lost.csv"])
 
 
-def test_a_deliver_failure_leaves_the_file_for_the_next_scan(inbox: SourceInfo, tmp_path: Path) -> None:
+def test_a_deliver_failure_leaves_the_file_for_the_next_scan(inbox: Inbox, tmp_path: Path) -> None:
     calls: list[str] = []
 
     def flaky(arrival: Arrival) -> int:
@@ -155,7 +152,7 @@ def test_a_deliver_failure_leaves_the_file_for_the_next_scan(inbox: SourceInfo, 
     w = FolderWatcher([inbox], flaky, settle_seconds=0.1, reconcile_seconds=0.5, tick=0.05)
     w.start()
     try:
-        (inbox.inbox / "f.csv").write_text("x")
+        (inbox.path / "f.csv").write_text("x")
         assert wait_for(lambda: (tmp_path / "f.csv").exists())
         assert calls == ["f.csv", "f.csv"]
     finally:

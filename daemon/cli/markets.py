@@ -1,0 +1,159 @@
+"""Market commands: market add, list, import-listings, show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from sqlalchemy.orm import Session
+
+from daemon import exitcodes
+from daemon.cli import cli
+from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.db.catalog import sync_config
+from daemon.db.markets import add_market, get_market, import_listing_rows, list_markets, market_inventory, sync_markets
+from daemon.errors import FeedError
+from daemon.orders.files import RowError, read_listings
+
+
+@contextmanager
+def synced(app: App) -> Iterator[Session]:
+    """A transaction on a database in step with the config (merchants, sources, markets)."""
+    with app.transaction() as session:
+        now = app.now()
+        sync_config(session, app.settings, now)
+        sync_markets(session, app.settings, now)
+        yield session
+
+
+def rejected(file: Path, exc: FeedError) -> None:
+    """A file that cannot be used as a whole: one line, exit 7, nothing applied."""
+    click.echo(f"stockdrop: {file.name} rejected: {exc}", err=True)
+    raise SystemExit(exitcodes.REJECTED)
+
+
+def row_errors_json(errors: list[RowError]) -> list[dict[str, object]]:
+    return [{"row": e.row, "column": e.column, "value": e.value, "message": e.message} for e in errors]
+
+
+def print_row_errors(errors: list[RowError]) -> None:
+    for e in errors:
+        click.echo(f"  row {e.row if e.row is not None else '-'}, {e.column or '-'} = {e.value!r}: {e.message}")
+
+
+@cli.group("market")
+def market_group() -> None:
+    """Markets: which sources feed them, their channel rules, their listings."""
+
+
+@market_group.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["amazon", "ebay", "walmart", "shopify", "generic"]),
+              default="generic", show_default=True)
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--sources", help="Comma-separated source names feeding the market (default: all).")
+@click.option("--buffer", type=int, default=0, show_default=True, help="Units held back (safety stock).")
+@click.option("--percent", type=int, default=100, show_default=True, help="Share of available offered, rounded down.")
+@click.option("--maximum", type=int, default=None, help="Never send more than this.")
+@click.option("--minimum", type=int, default=0, show_default=True, help="Send 0 below this.")
+@click.option("--restock", type=click.Choice(["always", "never", "by_origin"]), default="by_origin",
+              show_default=True, help="Whether cancelled units go back.")
+@click.option("--json", "as_json", is_flag=True, help='{"market": {merchant, name, kind, sources, ...}}')
+@click.pass_obj
+def market_add(app: App, name: str, kind: str, merchant: str | None, sources: str | None, buffer: int,
+               percent: int, maximum: int | None, minimum: int, restock: str, as_json: bool) -> None:
+    """Add a market in the database (markets in the config are added by themselves)."""
+    merchant_name = app.settings.merchant(merchant).name
+    names = None if sources is None else [s.strip() for s in sources.split(",") if s.strip()]
+    with synced(app) as session:
+        add_market(session, merchant_name, name, kind=kind, sources=names, buffer=buffer, percent=percent,
+                   maximum=maximum, minimum=minimum, restock=restock, now=app.now())
+        info = next(m for m in list_markets(session, merchant=merchant_name) if m.name == name)
+    if as_json:
+        emit_json({"market": info})
+    else:
+        click.echo(f"market {merchant_name}/{name} added ({kind})")
+
+
+@market_group.command("list")
+@click.option("--merchant", help="Only this merchant.")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"markets": [{merchant, name, kind, sources, buffer, percent, maximum, minimum, '
+                   'restock, from_config, connected_at, first_integration, listings}]}')
+@click.pass_obj
+def market_list(app: App, merchant: str | None, as_json: bool) -> None:
+    """The markets, from the config and added with `market add`."""
+    with synced(app) as session:
+        rows = list_markets(session, merchant=merchant)
+    if as_json:
+        emit_json({"markets": rows})
+        return
+    table([[m.merchant, m.name, m.kind, ",".join(m.sources) if m.sources is not None else "(all)",
+            f"{m.buffer}/{m.percent}%/{m.maximum if m.maximum is not None else '-'}/{m.minimum}",
+            m.restock, "config" if m.from_config else "db", fmt_time(m.connected_at),
+            "yes" if m.first_integration else "", str(m.listings)] for m in rows],
+          ["MERCHANT", "MARKET", "KIND", "SOURCES", "BUF/PCT/MAX/MIN", "RESTOCK", "FROM", "CONNECTED (UTC)",
+           "FIRST", "LISTINGS"])
+
+
+@market_group.command("import-listings")
+@click.argument("market")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{market, format, rows, listings, first_integration, first_market, set_quantities, "
+                   "needs_update, errors, row_errors: [{row, column, value, message}]}")
+@click.pass_obj
+def market_import_listings(app: App, market: str, file: Path, merchant: str | None, as_json: bool) -> None:
+    """Import MARKET's listings from FILE. The merchant's first market sets the
+    merchant-fulfilled quantities; a later one is sent the current inventory instead.
+
+    Exits 7 when the file is rejected as a whole.
+    """
+    merchant_name = app.settings.merchant(merchant).name
+    try:
+        parsed = read_listings(file)
+        with synced(app) as session:
+            record = get_market(session, merchant_name, market)
+            result = import_listing_rows(session, record, parsed.rows, now=app.now(), actor="cli",
+                                         reference=f"listings:{market}:{file.name}")
+    except FeedError as exc:
+        rejected(file, exc)
+        return
+    if as_json:
+        emit_json({"market": market, "merchant": merchant_name, "format": parsed.format,
+                   "rows": parsed.total_rows, "listings": result.listings,
+                   "first_integration": result.first_integration, "first_market": result.first_market,
+                   "set_quantities": result.set_quantities, "needs_update": result.needs_update,
+                   "errors": len(parsed.errors), "row_errors": row_errors_json(parsed.errors)})
+        return
+    how = ("first integration: quantities set in merchant-fulfilled" if result.first_integration
+           else f"{result.first_market} came first: quantities left alone, listings to be sent the current inventory")
+    click.echo(f"{merchant_name}/{market}: {result.listings} listings ({parsed.format}); {how}")
+    click.echo(f"  quantities set {result.set_quantities}, needing update {result.needs_update}, "
+               f"row errors {len(parsed.errors)}")
+    print_row_errors(parsed.errors)
+
+
+@market_group.command("show")
+@click.argument("market")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--sku", help="Only this SKU.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{merchant, market, kind, sources, rules, inventory: [{sku, quantities, available, "
+                   "quantity, listed, needs_update, last_sent_quantity}]}")
+@click.pass_obj
+def market_show(app: App, market: str, merchant: str | None, sku: str | None, as_json: bool) -> None:
+    """What MARKET should be sent per SKU (after its channel rules), next to the per-source quantities."""
+    merchant_name = app.settings.merchant(merchant).name
+    with synced(app) as session:
+        view = market_inventory(session, merchant_name, market, sku=sku)
+    if as_json:
+        emit_json(view.__dict__)
+        return
+    table([[r.sku, ", ".join(f"{s}={q}" for s, q in r.quantities.items()) or "-", str(r.available),
+            str(r.quantity), "yes" if r.listed else "no", "yes" if r.needs_update else ""]
+           for r in view.inventory],
+          ["SKU", "PER SOURCE", "AVAILABLE", "SEND", "LISTED", "NEEDS UPDATE"])

@@ -1,0 +1,152 @@
+"""Order commands: orders (list), orders import, orders cancel, orders import-cancellations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from daemon.cli import cli
+from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.cli.markets import print_row_errors, rejected, row_errors_json, synced
+from daemon.db.markets import get_market
+from daemon.db.orders import (
+    CancellationFileResult,
+    OrderFileResult,
+    apply_cancellation_file,
+    apply_order_file,
+    cancel_order,
+    list_orders,
+)
+from daemon.errors import FeedError, UserError
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--market", help="Only this market.")
+@click.option("--merchant", help="Only this merchant.")
+@click.option("--status", type=click.Choice(["open", "cancelled", "oversold"]), help="Only these lines.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='{"orders": [{merchant, market, order_id, line_id, sku, quantity, status, shortfall, '
+                   'ordered_at, imported_at, restocked, cancel_reason}]}')
+@click.pass_context
+def orders(ctx: click.Context, market: str | None, merchant: str | None, status: str | None, limit: int,
+           as_json: bool) -> None:
+    """Imported order lines, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
+    with synced(app) as session:
+        rows = list_orders(session, merchant=merchant, market=market, status=status, limit=limit)
+    if as_json:
+        emit_json({"orders": rows})
+        return
+    table([[fmt_time(r.ordered_at), r.market, r.order_id, r.line_id, r.sku or "-", str(r.quantity), r.status,
+            str(r.shortfall) if r.shortfall else "", r.cancel_reason or ""] for r in rows],
+          ["ORDERED (UTC)", "MARKET", "ORDER", "LINE", "SKU", "QTY", "STATUS", "OVERSOLD", "CANCELLATION"])
+
+
+@orders.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--market", required=True, help="The market the orders come from.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{market, format, rows, imported, skipped, errors, oversold, row_errors, lines}")
+@click.pass_obj
+def orders_import(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
+    """Import an order file (generic CSV or Amazon order report). Lines already
+    imported are skipped. Exits 7 when the file is rejected as a whole."""
+    merchant_name = app.settings.merchant(merchant).name
+    try:
+        with synced(app) as session:
+            record = get_market(session, merchant_name, market)
+            result = apply_order_file(session, record.id, file, upload_ref=f"cli:{file.name}",
+                                      now=app.now(), actor="cli")
+    except FeedError as exc:
+        rejected(file, exc)
+        return
+    _print_orders(result, as_json)
+
+
+def _print_orders(result: OrderFileResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({"market": result.market, "format": result.format, "rows": result.rows,
+                   "imported": result.imported, "skipped": result.skipped, "errors": result.errors,
+                   "oversold": result.oversold, "row_errors": row_errors_json(result.row_errors),
+                   "lines": result.lines})
+        return
+    click.echo(f"{result.market}: rows {result.rows}, imported {result.imported}, skipped (already imported) "
+               f"{result.skipped}, oversold {result.oversold}, errors {result.errors}")
+    for line in result.lines:
+        if line.shortfall:
+            click.echo(f"  oversold: order {line.order_id} line {line.line_id} {line.sku}: "
+                       f"{line.shortfall} of {line.quantity} were in no source")
+    print_row_errors(result.row_errors)
+
+
+@orders.command("cancel")
+@click.argument("order_id")
+@click.option("--line", "line_id", help="Only this line (default: every line of the order).")
+@click.option("--market", required=True, help="The market of the order.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--restock/--no-restock", default=None,
+              help="Return the units to stock or not. Required: there is no default guess.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{market, order_id, lines: [{order_id, line_id, sku, status, restocked, refused, returned, reason}]}")
+@click.pass_obj
+def orders_cancel(app: App, order_id: str, line_id: str | None, market: str, merchant: str | None,
+                  restock: bool | None, as_json: bool) -> None:
+    """Cancel ORDER_ID (or one line of it) in Stockdrop."""
+    if restock is None:
+        raise UserError("choose --restock or --no-restock: a cancellation made in Stockdrop is never guessed")
+    merchant_name = app.settings.merchant(merchant).name
+    with synced(app) as session:
+        record = get_market(session, merchant_name, market)
+        now = app.now()
+        results = cancel_order(session, record, order_id, line_id, origin="stockdrop", requested=restock,
+                               cancelled_at=now, now=now, actor="cli")
+    if as_json:
+        emit_json({"market": market, "order_id": order_id, "lines": results})
+        return
+    for r in results:
+        returned = ", ".join(f"{x['units']} to {x['source']}" for x in r.returned) or "nothing returned"
+        click.echo(f"order {r.order_id} line {r.line_id} {r.sku or '-'}: {r.status}; {returned}; {r.reason}")
+
+
+@orders.command("import-cancellations")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--market", required=True, help="The market the cancellations come from.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{market, rows, cancelled, already_cancelled, recorded_ahead, restocked, refused, errors, "
+                   "row_errors, lines}")
+@click.pass_obj
+def orders_import_cancellations(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
+    """Apply a cancellation file (order_id, line_id, cancelled_at, origin[, restock]).
+    Exits 7 when the file is rejected as a whole."""
+    merchant_name = app.settings.merchant(merchant).name
+    try:
+        with synced(app) as session:
+            record = get_market(session, merchant_name, market)
+            result = apply_cancellation_file(session, record.id, file, upload_ref=f"cli:{file.name}",
+                                             now=app.now(), actor="cli")
+    except FeedError as exc:
+        rejected(file, exc)
+        return
+    _print_cancellations(result, as_json)
+
+
+def _print_cancellations(result: CancellationFileResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({"market": result.market, "rows": result.rows, "cancelled": result.cancelled,
+                   "already_cancelled": result.already_cancelled, "recorded_ahead": result.recorded_ahead,
+                   "restocked": result.restocked, "refused": result.refused, "errors": result.errors,
+                   "row_errors": row_errors_json(result.row_errors), "lines": result.lines})
+        return
+    click.echo(f"{result.market}: rows {result.rows}, cancelled {result.cancelled}, restocked {result.restocked}, "
+               f"restock refused {result.refused}, already cancelled {result.already_cancelled}, "
+               f"errors {result.errors}")
+    for r in result.lines:
+        if r.refused:
+            click.echo(f"  order {r.order_id} line {r.line_id}: {r.reason}")
+    print_row_errors(result.row_errors)
