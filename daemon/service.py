@@ -11,6 +11,7 @@ from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.errors import ConfigError, UserError
 from daemon.ingest.pipeline import Pipeline
+from daemon.ingest.receivers.factory import endpoint_services
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime import Runtime, install_signal_handlers
@@ -34,6 +35,7 @@ def build_services(app: App) -> list[Any]:
         info.results.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(settings, sessions, book)
     services = pipeline.services()
+    services.extend(endpoint_services(settings, pipeline, sessions))
     for factory in EXTRA_SERVICES:
         services.extend(factory(settings, pipeline, sessions))
     return services

@@ -34,7 +34,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 def _register() -> None:
     # Each module adds its commands to ``cli``; one line per module.
-    from daemon.cli import ingest, markets, orders, run, setup, stock  # noqa: F401
+    from daemon.cli import ingest, markets, orders, run, setup, stock, users  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from daemon.db.accounts import add_account
 from daemon.db.catalog import get_source
 from daemon.db.stock import set_one
 from daemon.inventory.stock import Reason
@@ -55,9 +56,16 @@ DEMO_STOCK = [
 ]
 
 
+# The demo's FTP/SFTP login. The demo listens on 127.0.0.1 only; anything
+# else should use `stockdrop user add SOURCE --generate`.
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"
+
+
 def seed_demo(session: Session, now: datetime) -> int:
     mf = get_source(session, "demo", "merchant-fulfilled")
     wh = get_source(session, "demo", "main-warehouse")
+    add_account(session, wh, DEMO_USER, DEMO_PASSWORD, now)
     for sku, mf_qty, wh_qty in DEMO_STOCK:
         set_one(session, mf, sku, mf_qty, actor="init", now=now, reason=Reason.IMPORT)
         set_one(session, wh, sku, wh_qty, actor="init", now=now, reason=Reason.IMPORT)

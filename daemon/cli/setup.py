@@ -9,7 +9,7 @@ import click
 from daemon import exitcodes
 from daemon.cli import cli
 from daemon.cli.app import App, emit_json
-from daemon.cli.demo import DEMO_CONFIG, seed_demo
+from daemon.cli.demo import DEMO_CONFIG, DEMO_PASSWORD, DEMO_USER, seed_demo
 from daemon.db import migrate
 from daemon.db.catalog import sync_config
 from daemon.db.markets import sync_markets
@@ -35,7 +35,8 @@ def init(app: App, directory: Path, force: bool) -> None:
         sync_config(session, settings, app.now())
         sync_markets(session, settings, app.now())
         seeded = seed_demo(session, app.now())
-    click.echo(f"Wrote {config} and a demo database with {seeded} SKUs.\n")
+    click.echo(f"Wrote {config} and a demo database with {seeded} SKUs.")
+    click.echo(f"FTP (127.0.0.1:2121) and SFTP (127.0.0.1:2222) login: {DEMO_USER} / {DEMO_PASSWORD}\n")
     click.echo("Next:")
     click.echo(f"  stockdrop -c {config} inventory")
     click.echo(f"  stockdrop -c {config} set 0001234 7 --source main-warehouse")

@@ -1,0 +1,218 @@
+"""Ingest figures (issue 3), each against a ceiling measured in the same run.
+
+    python -m bench ingest [--rows 1000000] [--xlsx-rows 100000] [--no-pg]
+
+1. A full feed of N rows applied to an empty SQLite store, end to end (intake,
+   contained parse, plan, one transaction, archive, result file), against
+   polars.read_csv + a raw sqlite3 executemany upsert in one transaction.
+2. The same feed again with 1% of quantities changed, against (1).
+3. An XLSX of M rows against polars.read_excel + the same raw upsert.
+4. Peak RSS of a process that applies the N-row feed (parser child included).
+5. The N-row feed on PostgreSQL against COPY into a temporary table plus
+   INSERT ... ON CONFLICT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+CONFIG = """
+data_dir = "data"
+{database}
+[ingest]
+max_file_bytes = 2000000000
+[[merchants]]
+name = "bench"
+[[merchants.sources]]
+name = "wh"
+[merchants.sources.feed]
+scope = "full"
+max_zeroed_percent = 100
+"""
+
+
+def make_csv(path: Path, rows: int, seed: int, change_pct: float = 0.0, base: Path | None = None) -> None:
+    rng = random.Random(seed)
+    if base is None:
+        frame = pl.DataFrame({"sku": [f"SKU-{i:08d}" for i in range(rows)],
+                              "quantity": [rng.randrange(0, 500) for _ in range(rows)]})
+    else:
+        frame = pl.read_csv(base, schema={"sku": pl.Utf8, "quantity": pl.Int64})
+        n = int(rows * change_pct)
+        idx = rng.sample(range(rows), n)
+        q = frame.get_column("quantity").to_list()
+        for i in idx:
+            q[i] = q[i] + 1
+        frame = frame.with_columns(pl.Series("quantity", q))
+    frame.write_csv(path)
+
+
+def make_xlsx(path: Path, rows: int) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Stock")
+    ws.append(["sku", "quantity"])
+    for i in range(rows):
+        ws.append([f"X-{i:07d}", i % 400])
+    wb.save(path)
+
+
+def ceiling_sqlite(frame_reader, db: Path) -> float:  # type: ignore[no-untyped-def]
+    """The simplest correct thing: read with polars, upsert with executemany, one commit."""
+    t0 = time.perf_counter()
+    frame = frame_reader()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, quantity INTEGER NOT NULL)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO stock VALUES (?, ?) ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity",
+                     frame.select("sku", "quantity").iter_rows())
+    conn.execute("COMMIT")
+    conn.close()
+    return time.perf_counter() - t0
+
+
+def ceiling_pg(csv_path: Path, url: str) -> float:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_stock")
+        conn.execute("CREATE TABLE bench_stock (sku TEXT PRIMARY KEY, quantity INTEGER NOT NULL)")
+        conn.commit()
+        t0 = time.perf_counter()
+        conn.execute("CREATE TEMP TABLE s (sku TEXT, quantity INTEGER)")
+        with conn.cursor() as cur, cur.copy("COPY s FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            copy.write(csv_path.read_bytes())
+        conn.execute("INSERT INTO bench_stock SELECT sku, quantity FROM s "
+                     "ON CONFLICT (sku) DO UPDATE SET quantity = excluded.quantity")
+        conn.commit()
+        elapsed = time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_stock")
+        conn.commit()
+    return elapsed
+
+
+def apply_once(workdir: Path, files: list[Path], database: str) -> list[dict]:
+    """Apply files in a fresh process (so RSS is this work's alone); returns timings."""
+    script = r"""
+import json, resource, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from daemon.db import migrate
+from daemon.db.catalog import sync_config
+from daemon.db.engine import make_engine, session_factory
+from daemon.ingest.arrival import Arrival
+from daemon.ingest.pipeline import Pipeline
+from daemon.ingest.sources import SourceBook
+from daemon.ingest import contained
+from daemon.settings import load_settings
+import shutil
+settings = load_settings(sys.argv[1])
+settings.data_dir.mkdir(parents=True, exist_ok=True)
+engine = make_engine(settings.database_url)
+migrate.upgrade(engine)
+sessions = session_factory(engine)
+with sessions() as s, s.begin():
+    sync_config(s, settings, datetime.now(UTC))
+    book = SourceBook.load(s, settings)
+pipe = Pipeline(settings, sessions, book, workers=1)
+info = book.by_name("bench", "wh")
+contained.default_pool().warm()
+out = []
+for f in sys.argv[2:]:
+    info.staging.mkdir(parents=True, exist_ok=True)
+    staged = info.staging / Path(f).name
+    shutil.copyfile(f, staged)
+    t0 = time.perf_counter()
+    uid = pipe.deliver(Arrival(path=staged, source_id=info.id, original_name=staged.name,
+                               protocol="cli", received_at=datetime.now(UTC)))
+    o = pipe.processor.process(uid)
+    out.append({"file": Path(f).name, "seconds": time.perf_counter() - t0, "status": o.status, **o.counts})
+contained.close()
+self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024}))
+"""
+    cfg = workdir / "stockdrop.toml"
+    cfg.write_text(CONFIG.format(database=database))
+    proc = subprocess.run([sys.executable, "-c", script, str(cfg), *map(str, files)],
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    if proc.returncode != 0:
+        raise SystemExit(f"apply failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="?", default="ingest")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--xlsx-rows", type=int, default=100_000)
+    parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--pg-url", default=os.environ.get(
+        "STOCKDROP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="stockdrop-bench-"))
+    print(f"# ingest benchmark, {args.rows:,} rows, {args.xlsx_rows:,} XLSX rows, in {tmp}")
+    feed, feed2 = tmp / "full.csv", tmp / "full-1pct.csv"
+    make_csv(feed, args.rows, seed=1)
+    make_csv(feed2, args.rows, seed=2, change_pct=0.01, base=feed)
+
+    base = ceiling_sqlite(lambda: pl.read_csv(feed, schema={"sku": pl.Utf8, "quantity": pl.Int64}),
+                          tmp / "ceiling.db")
+    (tmp / "sq").mkdir()
+    sq = apply_once(tmp / "sq", [feed, feed2], "")
+    first, again = sq["runs"]
+    assert first["status"] == again["status"] == "applied", sq
+    rss = sq["rss_self_mb"] + sq["rss_child_mb"]
+    print(f"csv full feed, empty SQLite:  stockdrop {first['seconds']:.2f}s  ceiling {base:.2f}s  "
+          f"ratio {first['seconds'] / base:.2f}  (target <= 1.5)")
+    print(f"same feed, 1% changed:        stockdrop {again['seconds']:.2f}s  first {first['seconds']:.2f}s  "
+          f"ratio {again['seconds'] / first['seconds']:.2f}  (target <= 0.5; applied {again['applied']:,})")
+    print(f"peak RSS applying the feed:   daemon {sq['rss_self_mb']:.0f} MB + parser {sq['rss_child_mb']:.0f} MB "
+          f"= {rss:.0f} MB  (target < 600)")
+
+    xlsx = tmp / "stock.xlsx"
+    make_xlsx(xlsx, args.xlsx_rows)
+    xbase = ceiling_sqlite(lambda: pl.read_excel(xlsx, engine="calamine").cast({"sku": pl.Utf8}),
+                           tmp / "ceiling-x.db")
+    (tmp / "xl").mkdir()
+    xl = apply_once(tmp / "xl", [xlsx], "")["runs"][0]
+    print(f"xlsx, empty SQLite:           stockdrop {xl['seconds']:.2f}s  ceiling {xbase:.2f}s  "
+          f"ratio {xl['seconds'] / xbase:.2f}  (target <= 1.5)")
+
+    if not args.no_pg:
+        import uuid
+
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        import psycopg
+
+        dsn = args.pg_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            pbase = ceiling_pg(feed, args.pg_url)
+            (tmp / "pg").mkdir()
+            url = f"{args.pg_url}?options=-csearch_path%3D{schema}"
+            pg = apply_once(tmp / "pg", [feed], f'[database]\nurl = "{url}"')["runs"][0]
+            print(f"csv full feed, PostgreSQL:    stockdrop {pg['seconds']:.2f}s  ceiling {pbase:.2f}s  "
+                  f"ratio {pg['seconds'] / pbase:.2f}  (COPY + INSERT ON CONFLICT)")
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return 0

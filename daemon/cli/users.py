@@ -1,0 +1,137 @@
+"""Accounts for the hosted FTP/SFTP endpoints: user add|passwd|remove|list|add-key, sftp host-key."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from daemon.cli import cli
+from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.db import accounts
+from daemon.db.catalog import get_source
+from daemon.db.models import Account as AccountRow
+from daemon.errors import UserError
+
+
+def _password(stdin: bool, generate: bool) -> tuple[str, bool]:
+    if stdin == generate:
+        raise UserError("choose one of --password-stdin or --generate")
+    if generate:
+        return secrets.token_urlsafe(18), True
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise UserError("the password read from stdin is shorter than 8 characters")
+    return password, False
+
+
+@cli.group()
+def user() -> None:
+    """Logins for the FTP and SFTP endpoints, each jailed to one source's folder."""
+
+
+@user.command("add")
+@click.argument("source")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--username", help="Default: MERCHANT-SOURCE.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--generate", is_flag=True, help="Generate a password and print it once.")
+@click.pass_obj
+def user_add(app: App, source: str, merchant: str | None, username: str | None,
+             password_stdin: bool, generate: bool) -> None:
+    """Add an account for SOURCE."""
+    password, generated = _password(password_stdin, generate)
+    merchant_name = app.settings.merchant(merchant).name
+    name = username or f"{merchant_name}-{source}"
+    with app.transaction() as session:
+        accounts.add_account(session, get_source(session, merchant_name, source), name, password, app.now())
+    click.echo(f"added {name} for {merchant_name}/{source}")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@user.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True)
+@click.option("--generate", is_flag=True)
+@click.pass_obj
+def user_passwd(app: App, username: str, password_stdin: bool, generate: bool) -> None:
+    """Set a new password for USERNAME."""
+    password, generated = _password(password_stdin, generate)
+    with app.transaction() as session:
+        accounts.set_password(session, username, password)
+    click.echo(f"password of {username} changed")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@user.command("remove")
+@click.argument("username")
+@click.pass_obj
+def user_remove(app: App, username: str) -> None:
+    """Remove USERNAME (its keys too). Its uploads stay in the history."""
+    with app.transaction() as session:
+        accounts.remove_account(session, username)
+    click.echo(f"removed {username}")
+
+
+@user.command("list")
+@click.option("--merchant", help="Only this merchant.")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"users": [{username, merchant, source, has_password, keys, created_at}]}')
+@click.pass_obj
+def user_list(app: App, merchant: str | None, as_json: bool) -> None:
+    """The accounts and the source each is jailed to."""
+    with app.transaction() as session:
+        rows = accounts.list_accounts(session, merchant)
+    if as_json:
+        emit_json({"users": rows})
+        return
+    table([[r.username, f"{r.merchant}/{r.source}", "yes" if r.has_password else "no", str(len(r.keys)),
+            fmt_time(r.created_at)] for r in rows], ["USER", "SOURCE", "PASSWORD", "KEYS", "CREATED (UTC)"])
+
+
+@user.command("add-key")
+@click.argument("source")
+@click.argument("pubkeyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--username", help="Needed when SOURCE has several accounts.")
+@click.pass_obj
+def user_add_key(app: App, source: str, pubkeyfile: Path, merchant: str | None, username: str | None) -> None:
+    """Let an SSH public key log in to SOURCE's account over SFTP.
+
+    With no account yet, a key-only account MERCHANT-SOURCE is made.
+    """
+    merchant_name = app.settings.merchant(merchant).name
+    line = pubkeyfile.read_text(encoding="utf-8").strip().splitlines()[0] if pubkeyfile.stat().st_size else ""
+    with app.transaction() as session:
+        src = get_source(session, merchant_name, source)
+        if username is None:
+            names = session.scalars(select(AccountRow.username).where(AccountRow.source_id == src.id)).all()
+            if len(names) > 1:
+                raise UserError(f"{merchant_name}/{source} has several accounts ({', '.join(names)}): "
+                                "name one with --username")
+            username = names[0] if names else f"{merchant_name}-{source}"
+            if not names:
+                accounts.add_account(session, src, username, None, app.now())
+        fp = accounts.add_key(session, username, line, app.now())
+    click.echo(f"key {fp} added to {username}")
+
+
+@cli.group()
+def sftp() -> None:
+    """The hosted SFTP endpoint."""
+
+
+@sftp.command("host-key")
+@click.pass_obj
+def sftp_host_key(app: App) -> None:
+    """Print the SFTP host key's fingerprint (the key is made on first use)."""
+    from daemon.ingest.receivers.hostkey import fingerprint, load_or_create_host_key
+
+    path = app.settings.listeners.sftp.host_key or app.settings.data_dir / "ssh_host_ed25519_key"
+    key = load_or_create_host_key(path)
+    click.echo(f"{key.get_bits()} {fingerprint(key)} {path} (ED25519)")

@@ -1,0 +1,142 @@
+"""FTP/SFTP accounts in the database, and the authenticator the endpoints ask.
+
+Only bcrypt hashes are stored. Lookups happen per login, so an account added
+or removed with the CLI takes effect on the next login without a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import paramiko
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.db.models import Account as AccountRow
+from daemon.db.models import AccountKey, Merchant, Source
+from daemon.errors import NotFound, UserError
+from daemon.ingest.receivers.accounts import (
+    Account,
+    burn_password_time,
+    hash_password,
+    public_key_blob,
+    verify_password,
+)
+from daemon.ingest.sources import SourceBook
+
+
+def fingerprint_of(blob: bytes) -> str:
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def _account(session: Session, username: str) -> AccountRow:
+    row = session.scalar(select(AccountRow).where(AccountRow.username == username))
+    if row is None:
+        raise NotFound(f"no account named {username!r}")
+    return row
+
+
+def add_account(session: Session, source: Source, username: str, password: str | None,
+                now: datetime) -> AccountRow:
+    if session.scalar(select(AccountRow.id).where(AccountRow.username == username)) is not None:
+        raise UserError(f"an account named {username!r} exists already")
+    row = AccountRow(source_id=source.id, username=username, created_at=now,
+                     password_hash=hash_password(password) if password else None)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def set_password(session: Session, username: str, password: str) -> None:
+    _account(session, username).password_hash = hash_password(password)
+
+
+def remove_account(session: Session, username: str) -> None:
+    session.delete(_account(session, username))
+
+
+def add_key(session: Session, username: str, line: str, now: datetime) -> str:
+    """Add an OpenSSH public key line; returns its fingerprint."""
+    row = _account(session, username)
+    try:
+        key_type, blob = public_key_blob(line)
+    except (ValueError, base64.binascii.Error) as exc:  # type: ignore[attr-defined]
+        raise UserError(f"not an OpenSSH public key: {exc}") from None
+    b64 = base64.b64encode(blob).decode()
+    if session.scalar(select(AccountKey.id).where(AccountKey.account_id == row.id,
+                                                  AccountKey.key_blob == b64)) is not None:
+        raise UserError("this key is already on the account")
+    parts = line.strip().split(None, 2)
+    session.add(AccountKey(account_id=row.id, key_type=key_type, key_blob=b64,
+                           comment=parts[2] if len(parts) > 2 else None,
+                           fingerprint=fingerprint_of(blob), created_at=now))
+    return fingerprint_of(blob)
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    username: str
+    merchant: str
+    source: str
+    has_password: bool
+    keys: list[str]  # fingerprints
+    created_at: datetime
+
+
+def list_accounts(session: Session, merchant: str | None = None) -> list[AccountInfo]:
+    query = (select(AccountRow, Merchant.name, Source.name).join(Source, AccountRow.source_id == Source.id)
+             .join(Merchant, Source.merchant_id == Merchant.id).order_by(AccountRow.username))
+    if merchant:
+        query = query.where(Merchant.name == merchant)
+    out = []
+    for row, m, s in session.execute(query):
+        keys = session.scalars(select(AccountKey.fingerprint).where(AccountKey.account_id == row.id)).all()
+        out.append(AccountInfo(row.username, m, s, row.password_hash is not None, list(keys), row.created_at))
+    return out
+
+
+class DbAuthenticator:
+    """The endpoints' Authenticator, backed by the accounts tables."""
+
+    def __init__(self, sessions: sessionmaker[Session], book: SourceBook) -> None:
+        self._sessions = sessions
+        self._book = book
+
+    def _lookup(self, username: str) -> tuple[AccountRow | None, Account | None]:
+        with self._sessions() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.username == username,
+                                                          AccountRow.disabled.is_(False)))
+            if row is None:
+                return None, None
+            info = self._book.get(row.source_id)
+            session.expunge(row)
+        if info is None:
+            return row, None  # its source is no longer configured: no login
+        return row, Account(username=username, source_id=info.id, root=info.folder)
+
+    def check_password(self, username: str, password: str) -> Account | None:
+        row, account = self._lookup(username)
+        if row is None or account is None:
+            burn_password_time(password)
+            return None
+        return account if verify_password(password, row.password_hash) else None
+
+    def check_key(self, username: str, key: paramiko.PKey) -> Account | None:
+        row, account = self._lookup(username)
+        if row is None or account is None:
+            return None
+        offered = base64.b64encode(key.asbytes()).decode()
+        with self._sessions() as session:
+            found = session.scalar(select(AccountKey.id).where(AccountKey.account_id == row.id,
+                                                               AccountKey.key_blob == offered))
+        return account if found is not None else None
+
+    def has_keys(self, username: str) -> bool:
+        with self._sessions() as session:
+            return session.scalar(
+                select(AccountKey.id).join(AccountRow).where(AccountRow.username == username).limit(1)
+            ) is not None

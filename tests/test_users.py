@@ -1,0 +1,170 @@
+"""Accounts: the CLI, the database-backed authenticator, and the running daemon's endpoints."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from daemon import exitcodes
+from daemon.db.accounts import DbAuthenticator
+from daemon.db.engine import session_factory
+from daemon.ingest.sources import SourceBook
+from daemon.settings import load_settings
+from tests.conftest import Database
+from tests.helpers import ONE_WAREHOUSE, run_cli, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = write_config(tmp_path / "conf", ONE_WAREHOUSE, database_url=database.url)
+    assert run_cli(capsys, "-c", path, "db", "upgrade").code == 0
+    return path
+
+
+def add_user(capsys, config: Path, monkeypatch, password: str = "correct horse") -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    res = run_cli(capsys, "-c", config, "user", "add", "wh1", "--password-stdin")
+    assert res.code == 0, res.err
+
+
+def test_an_account_logs_in_with_its_password_only_and_is_jailed_to_its_source(
+    config: Path, database: Database, capsys, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    add_user(capsys, config, monkeypatch)
+    users = run_cli(capsys, "-c", config, "user", "list", "--json").json()["users"]
+    assert [(u["username"], u["source"], u["has_password"]) for u in users] == [("acme-wh1", "wh1", True)]
+    settings = load_settings(config)
+    sessions = session_factory(database.engine)
+    with sessions() as s:
+        book = SourceBook.load(s, settings)
+    auth = DbAuthenticator(sessions, book)
+    account = auth.check_password("acme-wh1", "correct horse")
+    assert account is not None and account.root == book.by_name("acme", "wh1").folder  # type: ignore[union-attr]
+    assert auth.check_password("acme-wh1", "wrong") is None
+    assert auth.check_password("nobody", "correct horse") is None
+    # The hash, never the password, is stored.
+    from sqlalchemy import select
+
+    from daemon.db.models import Account
+
+    with sessions() as s:
+        stored = s.scalar(select(Account.password_hash))
+    assert stored and "correct horse" not in stored and stored.startswith("bcrypt-sha256$")
+
+
+def test_passwd_and_remove_take_effect_at_the_next_login(config: Path, database: Database, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    add_user(capsys, config, monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("another password\n"))
+    assert run_cli(capsys, "-c", config, "user", "passwd", "acme-wh1", "--password-stdin").code == 0
+    sessions = session_factory(database.engine)
+    with sessions() as s:
+        auth = DbAuthenticator(sessions, SourceBook.load(s, load_settings(config)))
+    assert auth.check_password("acme-wh1", "correct horse") is None
+    assert auth.check_password("acme-wh1", "another password") is not None
+    assert run_cli(capsys, "-c", config, "user", "remove", "acme-wh1").code == 0
+    assert auth.check_password("acme-wh1", "another password") is None
+
+
+def test_a_public_key_is_accepted_for_sftp(config: Path, database: Database, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
+    if key is None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        key = paramiko.Ed25519Key(file_obj=io.StringIO(pem.decode()))
+    pub = tmp_path / "id.pub"
+    pub.write_text(f"{key.get_name()} {key.get_base64()} me@laptop\n")
+    res = run_cli(capsys, "-c", config, "user", "add-key", "wh1", pub)
+    assert res.code == 0 and "SHA256:" in res.out
+    sessions = session_factory(database.engine)
+    with sessions() as s:
+        auth = DbAuthenticator(sessions, SourceBook.load(s, load_settings(config)))
+    assert auth.check_key("acme-wh1", key) is not None
+    assert auth.has_keys("acme-wh1")
+    assert run_cli(capsys, "-c", config, "user", "add-key", "wh1", pub).code == exitcodes.FAILURE
+
+
+def test_user_add_needs_exactly_one_password_option(config: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli(capsys, "-c", config, "user", "add", "wh1")
+    assert res.code == exitcodes.FAILURE and "--password-stdin" in res.err
+    gen = run_cli(capsys, "-c", config, "user", "add", "wh1", "--generate", "--username", "robot")
+    assert gen.code == 0 and "password: " in gen.out
+
+
+class _Lines:
+    """Reads a process's stdout in the background."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[dict] = []
+        self._t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._t.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                self.lines.append(json.loads(line))
+
+    def wait(self, event: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.lines:
+                if entry.get("event") == event:
+                    return entry
+            time.sleep(0.05)
+        raise AssertionError(f"no {event} in {[e.get('event') for e in self.lines]}")
+
+
+def test_the_daemon_serves_ftp_and_sftp_to_its_accounts(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path, "[listeners.ftp]\nenabled = true\nport = 0\n"
+                       "[listeners.sftp]\nenabled = true\nport = 0\n" + ONE_WAREHOUSE)
+    assert run_cli(capsys, "-c", cfg, "db", "upgrade").code == 0
+    add_user(capsys, cfg, monkeypatch)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(cfg), "run", "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        logs = _Lines(proc)
+        ftp_port = logs.wait("ftp_listening")["port"]
+        sftp_port = logs.wait("sftp_listening")["port"]
+        logs.wait("ready")
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", ftp_port, timeout=30)
+            ftp.login("acme-wh1", "correct horse")
+            ftp.storbinary("STOR /inbox/a.csv", io.BytesIO(b"sku,quantity\nA,4\n"))
+        transport = paramiko.Transport(("127.0.0.1", sftp_port))
+        transport.connect(username="acme-wh1", password="correct horse")
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        assert sftp is not None
+        with sftp.open("/inbox/b.csv.part", "wb") as fh:
+            fh.write(b"sku,quantity\nB,5\n")
+        sftp.posix_rename("/inbox/b.csv.part", "/inbox/b.csv")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            hist = run_cli(capsys, "-c", cfg, "history", "--json").json()["uploads"]
+            if len(hist) == 2 and all(h["status"] == "applied" for h in hist):
+                break
+            time.sleep(0.2)
+        assert sorted((h["original_name"], h["protocol"], h["user"]) for h in hist) == [
+            ("a.csv", "ftp", "acme-wh1"), ("b.csv", "sftp", "acme-wh1")]
+        inv = run_cli(capsys, "-c", cfg, "inventory", "--source", "wh1", "--json").json()["inventory"]
+        assert {r["sku"]: r["quantity"] for r in inv} == {"A": 4, "B": 5}
+        names = sftp.listdir("/results")
+        assert len([n for n in names if n.endswith(".result.csv")]) == 2
+        sftp.close()
+        transport.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == exitcodes.OK
