@@ -168,3 +168,41 @@ def test_the_daemon_serves_ftp_and_sftp_to_its_accounts(tmp_path: Path, capsys, 
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     assert proc.returncode == exitcodes.OK
+
+
+def test_a_market_account_uploads_orders_over_ftp_into_the_market_inbox(
+    tmp_path: Path, capsys, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = write_config(tmp_path, "[listeners.ftp]\nenabled = true\nport = 0\n" + ONE_WAREHOUSE
+                       + '\n[[merchants.markets]]\nname = "shop"\n')
+    assert run_cli(capsys, "-c", cfg, "db", "upgrade").code == 0
+    assert run_cli(capsys, "-c", cfg, "set", "A", "5", "--source", "wh1").code == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("market password\n"))
+    res = run_cli(capsys, "-c", cfg, "user", "add", "--market", "shop", "--password-stdin")
+    assert res.code == 0 and "acme-shop-orders" in res.out, res.err
+    listed = run_cli(capsys, "-c", cfg, "user", "list", "--json").json()["users"]
+    assert listed[0]["source"] == "market:shop/orders"
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(cfg), "run", "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        logs = _Lines(proc)
+        port = logs.wait("ftp_listening")["port"]
+        logs.wait("ready")
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", port, timeout=30)
+            ftp.login("acme-shop-orders", "market password")
+            ftp.storbinary("STOR /inbox/orders.csv", io.BytesIO(
+                b"order_id,line_id,sku,quantity,ordered_at\nO-1,1,A,2,2026-11-29T10:00:00Z\n"))
+        deadline = time.monotonic() + 60
+        hist: list[dict] = []
+        while time.monotonic() < deadline:
+            hist = run_cli(capsys, "-c", cfg, "history", "--json").json()["uploads"]
+            if hist and hist[0]["status"] not in ("received", "processing"):
+                break
+            time.sleep(0.2)
+        assert [(h["kind"], h["source"], h["status"]) for h in hist] == [("orders", "market:shop", "applied")]
+        inv = run_cli(capsys, "-c", cfg, "inventory", "--sku", "A", "--source", "wh1", "--json").json()
+        assert inv["inventory"][0]["quantity"] == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)

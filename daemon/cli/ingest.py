@@ -144,7 +144,8 @@ def history_show(app: App, upload_id: int, as_json: bool) -> None:
     click.echo(f"upload {row.id}: {row.original_name} -> {row.merchant}/{row.source}")
     click.echo(f"  status    {row.status}" + (f": {row.message}" if row.message else ""))
     click.echo(f"  via       {row.protocol} user={row.user or '-'} from={row.remote_addr or '-'}")
-    click.echo(f"  size      {row.size} bytes, sha256 {row.sha256}")
+    transfer = f" in {row.elapsed_s:.3f}s" if row.elapsed_s is not None else ""
+    click.echo(f"  size      {row.size} bytes{transfer}, sha256 {row.sha256}")
     click.echo(f"  rows      {row.rows}: applied {row.applied}, unchanged {row.unchanged}, "
                f"zeroed {row.zeroed}, stale {row.stale}, errors {row.errors}")
     click.echo(f"  received  {fmt_time(row.received_at)}  started {fmt_time(row.started_at)}  "

@@ -34,21 +34,38 @@ def user() -> None:
 
 
 @user.command("add")
-@click.argument("source")
+@click.argument("source", required=False)
 @click.option("--merchant", help="Needed when several merchants are configured.")
-@click.option("--username", help="Default: MERCHANT-SOURCE.")
+@click.option("--market", help="An account for this market's order files instead of a source.")
+@click.option("--kind", type=click.Choice(["orders", "cancellations"]), default="orders",
+              show_default=True, help="With --market: which of its folders.")
+@click.option("--username", help="Default: MERCHANT-SOURCE (or MERCHANT-MARKET-KIND).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--generate", is_flag=True, help="Generate a password and print it once.")
 @click.pass_obj
-def user_add(app: App, source: str, merchant: str | None, username: str | None,
-             password_stdin: bool, generate: bool) -> None:
-    """Add an account for SOURCE."""
+def user_add(app: App, source: str | None, merchant: str | None, market: str | None, kind: str,
+             username: str | None, password_stdin: bool, generate: bool) -> None:
+    """Add an account for SOURCE (or for a market's orders or cancellations with --market)."""
+    if (source is None) == (market is None):
+        raise UserError("name a SOURCE, or a market with --market")
     password, generated = _password(password_stdin, generate)
     merchant_name = app.settings.merchant(merchant).name
-    name = username or f"{merchant_name}-{source}"
     with app.transaction() as session:
-        accounts.add_account(session, get_source(session, merchant_name, source), name, password, app.now())
-    click.echo(f"added {name} for {merchant_name}/{source}")
+        if market is not None:
+            from daemon.db.markets import get_market, sync_markets
+
+            sync_markets(session, app.settings, app.now())
+            name = username or f"{merchant_name}-{market}-{kind}"
+            accounts.add_account(session, None, name, password, app.now(),
+                                 market=get_market(session, merchant_name, market), kind=kind)
+            where = f"{merchant_name}/market:{market}/{kind}"
+        else:
+            assert source is not None
+            name = username or f"{merchant_name}-{source}"
+            accounts.add_account(session, get_source(session, merchant_name, source), name, password,
+                                 app.now())
+            where = f"{merchant_name}/{source}"
+    click.echo(f"added {name} for {where}")
     if generated:
         click.echo(f"password: {password}")
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import paramiko
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db.models import Account as AccountRow
-from daemon.db.models import AccountKey, Merchant, Source
+from daemon.db.models import AccountKey, MarketRecord, Merchant, Source
 from daemon.errors import NotFound, UserError
 from daemon.ingest.receivers.accounts import (
     Account,
@@ -40,11 +40,16 @@ def _account(session: Session, username: str) -> AccountRow:
     return row
 
 
-def add_account(session: Session, source: Source, username: str, password: str | None,
-                now: datetime) -> AccountRow:
+def add_account(session: Session, source: Source | None, username: str, password: str | None,
+                now: datetime, *, market: MarketRecord | None = None, kind: str = "feed") -> AccountRow:
+    """An account for a source's folder, or (``market``, ``kind``) a market's
+    orders or cancellations folder."""
     if session.scalar(select(AccountRow.id).where(AccountRow.username == username)) is not None:
         raise UserError(f"an account named {username!r} exists already")
-    row = AccountRow(source_id=source.id, username=username, created_at=now,
+    if (source is None) == (market is None):
+        raise UserError("an account belongs to one source or one market")
+    row = AccountRow(source_id=source.id if source else None, market_id=market.id if market else None,
+                     kind=kind if market else "feed", username=username, created_at=now,
                      password_hash=hash_password(password) if password else None)
     session.add(row)
     session.flush()
@@ -81,21 +86,26 @@ def add_key(session: Session, username: str, line: str, now: datetime) -> str:
 class AccountInfo:
     username: str
     merchant: str
-    source: str
+    source: str  # the source, or "market:<name>/<orders|cancellations>"
     has_password: bool
     keys: list[str]  # fingerprints
     created_at: datetime
 
 
 def list_accounts(session: Session, merchant: str | None = None) -> list[AccountInfo]:
-    query = (select(AccountRow, Merchant.name, Source.name).join(Source, AccountRow.source_id == Source.id)
-             .join(Merchant, Source.merchant_id == Merchant.id).order_by(AccountRow.username))
+    query = (select(AccountRow, Merchant.name, Source.name, MarketRecord.name)
+             .outerjoin(Source, AccountRow.source_id == Source.id)
+             .outerjoin(MarketRecord, AccountRow.market_id == MarketRecord.id)
+             .join(Merchant, Merchant.id == func.coalesce(Source.merchant_id, MarketRecord.merchant_id))
+             .order_by(AccountRow.username))
     if merchant:
         query = query.where(Merchant.name == merchant)
     out = []
-    for row, m, s in session.execute(query):
+    for row, m, s, mk in session.execute(query):
         keys = session.scalars(select(AccountKey.fingerprint).where(AccountKey.account_id == row.id)).all()
-        out.append(AccountInfo(row.username, m, s, row.password_hash is not None, list(keys), row.created_at))
+        folder = s if s is not None else f"market:{mk}/{row.kind}"
+        out.append(AccountInfo(row.username, m, folder, row.password_hash is not None, list(keys),
+                               row.created_at))
     return out
 
 
@@ -112,8 +122,14 @@ class DbAuthenticator:
                                                           AccountRow.disabled.is_(False)))
             if row is None:
                 return None, None
-            info = self._book.get(row.source_id)
             session.expunge(row)
+        if row.market_id is not None:
+            market = self._book.market(row.market_id)
+            if market is None:
+                return row, None  # its market is no longer known: no login
+            return row, Account(username=username, source_id=None, root=market.kind_folder(row.kind),
+                                market_id=market.id, kind=row.kind)
+        info = self._book.get(row.source_id) if row.source_id is not None else None
         if info is None:
             return row, None  # its source is no longer configured: no login
         return row, Account(username=username, source_id=info.id, root=info.folder)

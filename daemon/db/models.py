@@ -78,7 +78,11 @@ class Stock(Base):
     """The current quantity of one product in one source."""
 
     __tablename__ = "stock"
-    __table_args__ = (CheckConstraint("quantity >= 0", name="quantity_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+        # On SQLite the primary key is the table (no second b-tree); see migration 0005.
+        {"sqlite_with_rowid": False},
+    )
 
     source_id: Mapped[int] = mapped_column(
         ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
@@ -92,17 +96,20 @@ class Stock(Base):
 
 
 class LedgerEntry(Base):
-    """One change of one product's quantity in one source. Never updated."""
+    """One change of one product's quantity in one source. Never updated.
+
+    Append-only, so no foreign keys: they cost a per-row check on every bulk
+    apply (a trigger per row and key on PostgreSQL) and every writer takes
+    the ids from rows it has just read or written. Migration 0005 has the
+    measurements and the trade.
+    """
 
     __tablename__ = "ledger"
-    __table_args__ = (
-        Index("ix_ledger_product_at", "product_id", "at"),
-        Index("ix_ledger_source_at", "source_id", "at"),
-    )
+    __table_args__ = (Index("ix_ledger_product_at", "product_id", "at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(Integer)
+    product_id: Mapped[int] = mapped_column(Integer)
     before: Mapped[int] = mapped_column(Integer)
     after: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(32))
@@ -180,12 +187,18 @@ class UploadError(Base):
 
 
 class Account(Base):
-    """A login for the hosted FTP/SFTP endpoints, jailed to one source's folder."""
+    """A login for the hosted FTP/SFTP endpoints, jailed to one folder: a
+    source's, or a market's orders or cancellations folder."""
 
     __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("(source_id IS NULL) <> (market_id IS NULL)", name="one_folder"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), nullable=True)
+    market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id", ondelete="CASCADE"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="feed", server_default="feed")
     username: Mapped[str] = mapped_column(String(100), unique=True)
     # bcrypt only: a plain-text or reversible password never reaches the database.
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -84,6 +84,7 @@ class HistoryRow:
     remote_addr: str | None
     size: int
     sha256: str
+    elapsed_s: float | None  # how long the transfer took (FTP/SFTP), when known
     rows: int
     applied: int
     unchanged: int
@@ -103,7 +104,8 @@ def _history_row(upload: Upload, merchant: str, source: str | None, market: str 
         id=upload.id, merchant=merchant, source=source if source is not None else f"market:{market}",
         kind=upload.kind, original_name=upload.original_name,
         status=upload.status, protocol=upload.protocol, user=upload.user,
-        remote_addr=upload.remote_addr, size=upload.size, sha256=upload.sha256, rows=upload.rows,
+        remote_addr=upload.remote_addr, size=upload.size, sha256=upload.sha256,
+        elapsed_s=upload.elapsed_s, rows=upload.rows,
         applied=upload.applied, unchanged=upload.unchanged, errors=upload.errors,
         zeroed=upload.zeroed, stale=upload.stale, message=upload.message,
         warnings=upload.warnings, duplicate_of=upload.duplicate_of,

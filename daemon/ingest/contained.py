@@ -71,7 +71,7 @@ def _serve(fd: int) -> None:
                 feed.frame.write_ipc(sink, compression="uncompressed")
             blob = name.encode()
             meta: tuple[str, Any] = ("ok", (
-                [(e.row, e.column, e.value, e.message) for e in feed.errors], feed.warnings,
+                [(e.row, e.column, e.value, e.message, e.sku) for e in feed.errors], feed.warnings,
                 feed.total_rows, feed.encoding, feed.delimiter, feed.sheet, feed.header,
             ))
         except FeedError as exc:

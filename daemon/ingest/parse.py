@@ -43,6 +43,7 @@ class RowError:
     column: str | None
     value: str | None
     message: str
+    sku: str | None = None  # the row's SKU as written, when it has one
 
 
 @dataclass

@@ -19,6 +19,7 @@ from daemon.ingest.dispatch import Dispatcher
 from daemon.ingest.intake import Intake
 from daemon.ingest.parse import ParsedFeed, ParseOptions, parse_contained
 from daemon.ingest.process import Outcome, Processor
+from daemon.ingest.retention import Janitor
 from daemon.ingest.sources import SourceBook
 from daemon.ingest.spool import SpoolDirs
 from daemon.ingest.watch import FolderWatcher
@@ -65,7 +66,9 @@ class Pipeline:
             reconcile_seconds=ingest.reconcile_seconds, polling=ingest.polling_observer,
             done_markers=ingest.done_markers,
         )
-        return [_Workers(self), watcher]
+        staging = [s.staging for s in self.book] + [m.staging for m in self.book.markets.values()]
+        janitor = Janitor(self.dirs.root / "archive", staging, ingest.archive_retention_days)
+        return [_Workers(self), watcher, janitor]
 
 
 class _Workers:

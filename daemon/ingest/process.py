@@ -116,7 +116,7 @@ class Processor:
             market = self._book.market(market_id) if market_id is not None else None
             if market is None:
                 raise LookupError(f"upload {upload_id}: market {market_id} is not configured")
-            results = market.results
+            results = market.results(kind)
             if outcome is None:
                 outcome = apply_market_file(  # type: ignore[assignment]
                     self._sessions, upload_id, self._dirs.spool / name, finish=self._finish,
@@ -154,27 +154,30 @@ class Processor:
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
                warnings: list[str], approved: bool) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
         now = self._clock()
-        policy = feed_policy(info)
-        row_errors = [(e.row, e.column, e.value, None, e.message) for e in parsed.errors]
+        row_errors = [(e.row, e.column, e.value, e.sku, e.message) for e in parsed.errors]
+        # SKUs we escaped in a template ('=SKU) come back as they were.
+        frame = parsed.frame.with_columns(
+            pl.when(pl.col("sku").str.contains(UNESCAPE_PATTERN)).then(pl.col("sku").str.slice(1))
+            .otherwise(pl.col("sku")).alias("sku"))
+        groups, location_errors = _split_by_location(frame, info, self._book, parsed)
+        row_errors += location_errors
         with self._sessions() as session, session.begin():
-            bulk.lock_source(session, info.id)
+            # Every source this file writes, in id order, so two files that
+            # name the same sources can never wait on each other.
+            for source_id in sorted({info.id, *(t.id for t, _ in groups)}):
+                bulk.lock_source(session, source_id)
             upload = session.get(Upload, upload_id, populate_existing=True)
             assert upload is not None
             if upload.status in uploads.FINAL:
                 return self._outcome(upload), []  # another process finished it meanwhile
             upload.warnings = "\n".join(warnings) or None
-            # SKUs we escaped in a template ('=SKU) come back as they were.
-            frame = parsed.frame.with_columns(
-                pl.when(pl.col("sku").str.contains(UNESCAPE_PATTERN)).then(pl.col("sku").str.slice(1))
-                .otherwise(pl.col("sku")).alias("sku"))
-            groups, location_errors = _split_by_location(frame, info, self._book, parsed)
-            row_errors += location_errors
             plans: list[tuple[SourceInfo, FeedPlan]] = []
+            currents: dict[int, pl.DataFrame] = {}
             for target, rows in groups:
-                current = bulk.load_current(session, target.id)
-                catalog = (bulk.load_catalog(session, target.merchant_id)
-                           if policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
+                current = currents[target.id] = bulk.load_current(session, target.id)
                 target_policy = feed_policy(target)
+                catalog = (bulk.load_catalog(session, target.merchant_id)
+                           if target_policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
                 later = (_orders_after(session, target.id, rows, as_of)
                          if target_policy.mode == "set" else None)
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
@@ -208,10 +211,16 @@ class Processor:
                 rejection = f"no valid rows: {len(row_errors)} row error(s)"
             if rejection:
                 return self._finish(session, upload, "rejected", rejection, counts=held_counts), plans
+            targets = [t.id for t, _ in plans]
             for target, plan in plans:
+                # ``current`` lets write_plan skip id lookups and move as-of
+                # times set-wise; it is exact only while no other plan of
+                # this file writes the same source (two locations mapped to
+                # one source).
+                exact = currents[target.id] if targets.count(target.id) == 1 else None
                 bulk.write_plan(session, _source_row(session, target), plan.writes,
                                 reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
-                                now=now)
+                                now=now, current=exact, default_as_of=as_of)
             status = "applied_with_errors" if row_errors else "applied"
             recounted = counts.pop("recounted", 0)
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"

@@ -36,9 +36,18 @@ class SourceInfo:
         return self.folder / ".staging"
 
 
+MARKET_KINDS = ("orders", "cancellations")
+
+
 @dataclass(frozen=True)
 class MarketInbox:
-    """A market's folders: order files and cancellation files come in here."""
+    """A market's drop folders. Order files and cancellation files each have a
+    folder laid out like a source's (``inbox/``, ``results/``), so the same
+    jail serves them over FTP and SFTP:
+
+        markets/<merchant>/<market>/orders/{inbox,results}
+        markets/<merchant>/<market>/cancellations/{inbox,results}
+    """
 
     id: int
     merchant_id: int
@@ -50,24 +59,28 @@ class MarketInbox:
     def label(self) -> str:
         return f"{self.merchant.name}/market:{self.name}"
 
+    def kind_folder(self, kind: str) -> Path:
+        if kind not in MARKET_KINDS:
+            raise ValueError(f"a market folder is for orders or cancellations, not {kind!r}")
+        return self.folder / kind
+
     @property
     def orders(self) -> Path:
-        return self.folder / "orders"
+        return self.kind_folder("orders") / "inbox"
 
     @property
     def cancellations(self) -> Path:
-        return self.folder / "cancellations"
+        return self.kind_folder("cancellations") / "inbox"
 
-    @property
-    def results(self) -> Path:
-        return self.folder / "results"
+    def results(self, kind: str) -> Path:
+        return self.kind_folder(kind) / "results"
 
     @property
     def staging(self) -> Path:
         return self.folder / ".staging"
 
     def inbox(self, kind: str) -> Path:
-        return self.orders if kind == "orders" else self.cancellations
+        return self.kind_folder(kind) / "inbox"
 
 
 @dataclass(frozen=True)

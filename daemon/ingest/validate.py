@@ -43,7 +43,7 @@ class Rules:
 @dataclass
 class Checked:
     frame: pl.DataFrame
-    errors: list[tuple[int, str | None, str | None, str]]  # row, column, value, message
+    errors: list[tuple[int, str | None, str | None, str, str | None]]  # row, column, value, message, sku
     warnings: list[str]
     total_rows: int
 
@@ -84,17 +84,19 @@ def check(raw: pl.DataFrame, headers: dict[str, str | None], rules: Rules) -> Ch
     ]
     bad = pl.any_horizontal(pl.col(e).is_not_null() for e, _, _ in sources)
     failed = df.filter(bad)
-    errors: list[tuple[int, str | None, str | None, str]] = []
+    errors: list[tuple[int, str | None, str | None, str, str | None]] = []
     if failed.height:
         parts = [
             failed.filter(pl.col(e).is_not_null()).select(
                 pl.col("row"), pl.lit(headers.get(role) if role else None, pl.Utf8).alias("column"),
                 pl.col(value).alias("value"), pl.col(e).alias("message"), pl.lit(i).alias("_order"),
+                # The row's SKU, so a person can find the row by what it is about.
+                pl.col("sku").cast(pl.Utf8).str.strip_chars().replace("", None).alias("sku"),
             )
             for i, (e, role, value) in enumerate(sources)
         ]
         table = pl.concat(parts).sort(["row", "_order"])
-        errors = list(table.select("row", "column", "value", "message").iter_rows())
+        errors = list(table.select("row", "column", "value", "message", "sku").iter_rows())
     good = df.filter(~bad).select(
         pl.col("row").cast(pl.Int64), pl.col("sku"), pl.col("_q").alias("quantity"),
         pl.col("location"), pl.col("_as_of").alias("as_of"),

@@ -22,22 +22,11 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.names import DONE_SUFFIXES, is_marker, is_temporary
 from daemon.ingest.sources import Inbox
 
 log = structlog.get_logger("daemon.ingest.watch")
 
-TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".writing", ".partial", ".crdownload")
-DONE_SUFFIXES = (".done", ".ok")
-
-
-def is_temporary(name: str) -> bool:
-    """Names a client writes under before renaming to the real name."""
-    lower = name.lower()
-    return name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or lower.startswith("~$")
-
-
-def is_marker(name: str) -> bool:
-    return name.lower().endswith(DONE_SUFFIXES)
 
 
 @dataclass

@@ -102,5 +102,6 @@ def test_a_snapshot_does_not_hand_back_units_sold_after_it_was_taken(menv: Inges
 def test_the_watcher_serves_market_inboxes(menv: IngestEnv) -> None:
     inboxes = menv.book.inboxes()
     kinds = sorted((i.kind, str(i.path).split("/markets/")[-1]) for i in inboxes if i.market_id)
-    assert kinds == [("cancellations", "acme/amazon/cancellations"), ("cancellations", "acme/shop/cancellations"),
-                     ("orders", "acme/amazon/orders"), ("orders", "acme/shop/orders")]
+    assert kinds == [("cancellations", "acme/amazon/cancellations/inbox"),
+                     ("cancellations", "acme/shop/cancellations/inbox"),
+                     ("orders", "acme/amazon/orders/inbox"), ("orders", "acme/shop/orders/inbox")]

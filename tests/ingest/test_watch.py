@@ -11,7 +11,8 @@ import pytest
 
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.sources import Inbox
-from daemon.ingest.watch import FolderWatcher, is_temporary
+from daemon.ingest.names import is_temporary
+from daemon.ingest.watch import FolderWatcher
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -30,7 +30,8 @@ from daemon.db import pulled
 from daemon.db.engine import make_engine, session_factory
 from daemon.db.models import Merchant, PulledFile, Source
 from daemon.ingest.receivers.hostkey import fingerprint, load_or_create_host_key
-from daemon.ingest.receivers.pull import PullError, PullService
+from daemon.ingest.receivers.pull import PullService
+from daemon.ingest.receivers.pull_ssh import PullError
 from daemon.ingest.receivers.sftp import SftpService
 from daemon.ingest.sources import SourceInfo
 from daemon.settings import MerchantSettings, PullSettings, SourceSettings

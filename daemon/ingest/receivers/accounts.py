@@ -31,8 +31,11 @@ class Account:
     """A logged-in sender: which source its files belong to and its folder."""
 
     username: str
-    source_id: int
+    source_id: int | None
     root: Path
+    # An account for a market's order or cancellation folder instead of a source.
+    market_id: int | None = None
+    kind: str = "feed"
 
 
 @runtime_checkable

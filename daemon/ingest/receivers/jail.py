@@ -24,18 +24,15 @@ from pathlib import Path
 import structlog
 
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.names import is_temporary
 
 log = structlog.get_logger()
 
 INBOX = "inbox"
 RESULTS = "results"
 STAGING = ".staging"
-TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".writing")
-
-
-def is_temp_name(name: str) -> bool:
-    """Names clients use while a file is still being written."""
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
+# One rule for every way in: a name the watcher waits on is one the endpoints publish.
+is_temp_name = is_temporary
 
 
 class Area(Enum):
@@ -162,10 +159,12 @@ def discard(path: Path | None) -> None:
 class Sender:
     """Who an upload came from (what an Arrival records beyond the file)."""
 
-    source_id: int
+    source_id: int | None
     user: str
     remote_addr: str
     protocol: str
+    market_id: int | None = None
+    kind: str = "feed"
 
 
 def hand_over(
@@ -183,6 +182,8 @@ def hand_over(
     arrival = Arrival(
         path=path,
         source_id=sender.source_id,
+        market_id=sender.market_id,
+        kind=sender.kind,
         original_name=name,
         protocol=sender.protocol,
         received_at=datetime.now(UTC),
