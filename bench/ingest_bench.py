@@ -18,13 +18,12 @@ import argparse
 import json
 import os
 import random
-import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -164,11 +163,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--xlsx-rows", type=int, default=100_000)
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files and databases")
     parser.add_argument("--pg-url", default=os.environ.get(
         "STOCKDROP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="stockdrop-bench-"))
     print(f"# ingest benchmark, {args.rows:,} rows, {args.xlsx_rows:,} XLSX rows, in {tmp}")
+    try:
+        return _run(args, tmp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> int:
     feed, feed2 = tmp / "full.csv", tmp / "full-1pct.csv"
     make_csv(feed, args.rows, seed=1)
     make_csv(feed2, args.rows, seed=2, change_pct=0.01, base=feed)

@@ -296,8 +296,8 @@ def throughput(kind: str, tmp: Path, payload: Path, mb: int, repeats: int) -> No
     if kind == "ftp":
         grace = FtpConfig().completion_grace_s
         print(f"  last block sent -> 226, median:  ours {statistics.median(tails['ours']):.3f}s  "
-              f"bare {statistics.median(tails['bare']):.3f}s  (ours holds the 226 for "
-              f"completion_grace_s = {grace}s)")
+              f"bare {statistics.median(tails['bare']):.3f}s  (ours holds the 226 a few round "
+              f"trips, at most completion_grace_s = {grace}s)")
         nograce = rate["ours, no grace"]
         print(f"  diagnostic, ours with completion_grace_s = 0:  {nograce:7.1f} MB/s  "
               f"ratio {nograce / rate['bare']:.2f}")

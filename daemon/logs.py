@@ -39,7 +39,21 @@ _LEVELS = {
 
 
 class _StockdropHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler this module installed, so reconfiguring replaces it."""
+    """Marks the handler this module installed, so reconfiguring replaces it.
+
+    Given a stream *name* ("stdout"/"stderr") it looks the stream up on every
+    record: a thread that logs late (paramiko's, after a connection drops)
+    then writes to whatever sys.stderr is now, not to a stream since closed.
+    """
+
+    def __init__(self, stream: TextIO | str) -> None:
+        self._stream_name = stream if isinstance(stream, str) else None
+        super().__init__(getattr(sys, stream) if isinstance(stream, str) else stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._stream_name is not None:
+            self.stream = getattr(sys, self._stream_name)
+        super().emit(record)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -50,9 +64,12 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def configure_logging(
-    fmt: Format = "auto", level: str = "info", *, stream: TextIO | None = None
+    fmt: Format = "auto", level: str = "info", *, stream: TextIO | str | None = None
 ) -> None:
     """Route structlog and stdlib logging to ``stream`` (default: stdout).
+
+    ``stream`` is a file object, or the name "stdout" or "stderr" to follow
+    ``sys.stdout``/``sys.stderr`` as they are when each record is written.
 
     ``fmt="auto"`` picks the console renderer on a terminal and JSON otherwise
     (under systemd stdout is a socket to journald). Safe to call again: the
@@ -64,7 +81,8 @@ def configure_logging(
         numeric = _LEVELS[level.lower()]
     except KeyError:
         raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, not {level!r}") from None
-    out = sys.stdout if stream is None else stream
+    target: TextIO | str = "stdout" if stream is None else stream
+    out = getattr(sys, target) if isinstance(target, str) else target
     tty = _isatty(out)
     as_json = fmt == "json" or (fmt == "auto" and not tty)
 
@@ -97,7 +115,7 @@ def configure_logging(
         renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=tty)]
-    handler = _StockdropHandler(out)
+    handler = _StockdropHandler(target)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

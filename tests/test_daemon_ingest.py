@@ -18,7 +18,8 @@ def test_a_file_dropped_into_the_inbox_of_the_running_daemon_is_applied(tmp_path
     cfg = demo / "stockdrop.toml"
     # The demo also serves FTP and SFTP on fixed ports; this test only needs the watcher.
     cfg.write_text(cfg.read_text().replace("enabled = true", "enabled = false")
-                   .replace("[listeners.ftp]", "[ingest]\nsettle_seconds = 0.2\n\n[listeners.ftp]"))
+                   .replace("[listeners.ftp]", "[ingest]\nsettle_seconds = 0.2\n\n[listeners.ftp]")
+                   + '\n[[merchants.markets]]\nname = "shop"\n')
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(cfg), "run"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -43,6 +44,32 @@ def test_a_file_dropped_into_the_inbox_of_the_running_daemon_is_applied(tmp_path
                              capture_output=True, text=True, check=True)
         assert json.loads(inv.stdout)["inventory"][0]["quantity"] == 3
         assert not any(inbox.iterdir())
+
+        # A market's order file dropped into its orders inbox subtracts from stock.
+        orders = demo / "data" / "markets" / "demo" / "shop" / "orders" / "inbox"
+        deadline = time.monotonic() + 30
+        while not orders.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (orders / "o.csv.part").write_text(
+            "order_id,line_id,sku,quantity,ordered_at\nO-1,1,0001234,2,2026-11-29T10:00:00Z\n")
+        (orders / "o.csv.part").rename(orders / "o.csv")
+        deadline = time.monotonic() + 60
+        latest = None
+        while time.monotonic() < deadline:
+            out = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "history", "--json"],
+                                 capture_output=True, text=True)
+            uploads = json.loads(out.stdout)["uploads"] if out.returncode == 0 else []
+            if uploads and uploads[0]["kind"] == "orders" and uploads[0]["status"] not in (
+                    "received", "processing"):
+                latest = uploads[0]
+                break
+            time.sleep(0.3)
+        assert latest is not None and latest["status"] == "applied", latest
+        assert latest["source"] == "market:shop"
+        inv = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "inventory", "--sku",
+                              "0001234", "--json"], capture_output=True, text=True, check=True)
+        total = sum(r["quantity"] for r in json.loads(inv.stdout)["inventory"])
+        assert total == 12 + 3 - 2  # merchant-fulfilled 12, warehouse 3, minus the order
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

@@ -27,7 +27,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     # only warnings and errors are logged, on stderr. `run` reconfigures.
     from daemon.logs import configure_logging
 
-    configure_logging("console" if sys.stderr.isatty() else "json", "warning", stream=sys.stderr)
+    configure_logging("console" if sys.stderr.isatty() else "json", "warning", stream="stderr")
     ctx.obj = App(config_path)
     ctx.call_on_close(ctx.obj.close)
 

@@ -84,6 +84,20 @@ def _serve(fd: int) -> None:
         conn.send_bytes(blob)
 
 
+RECYCLE_RSS_BYTES = 256 * 1024 * 1024
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _vm_size() -> int:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -204,6 +218,11 @@ class ParserPool:
                 meta, blob = worker.call((str(path), options, memory_bytes, fault), timeout_s)
                 if meta[0] == "crash":
                     worker.kill()  # a panic or MemoryError may leave it damaged: recycle
+                elif _rss_bytes(worker.process.pid) > RECYCLE_RSS_BYTES:
+                    # A big file leaves the worker's allocator holding hundreds
+                    # of MB for the rest of the daemon's life; a fresh worker
+                    # costs a fraction of a second, and only after big files.
+                    worker.kill()
             finally:
                 self._checkin(worker)
         kind, payload = meta

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openpyxl

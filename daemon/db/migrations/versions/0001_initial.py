@@ -1,7 +1,7 @@
 """initial schema: merchants, sources, products, stock, ledger, uploads
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29
 """
 

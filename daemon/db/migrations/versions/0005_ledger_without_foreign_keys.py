@@ -29,7 +29,6 @@ product_id) was a second b-tree beside the table; now the table is the index.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 
