@@ -124,3 +124,12 @@ def test_a_cancellation_file_restocks_market_cancellations_and_reports_window_re
     assert _inventory(config, capsys) == {"A-100": 5, "0017": 0, "B-200": 0}
     cancelled = run_cli(capsys, "-c", config, "orders", "--status", "cancelled", "--json").json()["orders"]
     assert {(o["order_id"], o["line_id"], o["restocked"]) for o in cancelled} == {("SO-1001", "1", True), ("SO-1002", "1", False)}
+
+
+def test_an_order_file_imported_from_the_cli_is_in_the_upload_history(config, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli(capsys, "-c", config, "orders", "import", ORDERS / "bad_rows.csv", "--market", "ebay").code == 0
+    hist = run_cli(capsys, "-c", config, "history", "--json").json()["uploads"]
+    assert [(h["kind"], h["source"], h["protocol"], h["status"]) for h in hist] == [
+        ("orders", "market:ebay", "cli", "applied_with_errors")]
+    shown = run_cli(capsys, "-c", config, "history", "show", str(hist[0]["id"]), "--json").json()
+    assert shown["errors"] and all(e["row"] and e["message"] for e in shown["errors"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from daemon.cli import cli
+from daemon.cli import cli, order_history
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.cli.markets import print_row_errors, rejected, row_errors_json, synced
 from daemon.db.markets import get_market
@@ -57,15 +58,36 @@ def orders_import(app: App, file: Path, market: str, merchant: str | None, as_js
     """Import an order file (generic CSV or Amazon order report). Lines already
     imported are skipped. Exits 7 when the file is rejected as a whole."""
     merchant_name = app.settings.merchant(merchant).name
+    now = app.now()
     try:
         with synced(app) as session:
             record = get_market(session, merchant_name, market)
             result = apply_order_file(session, record.id, file, upload_ref=f"cli:{file.name}",
-                                      now=app.now(), actor="cli")
+                                      now=now, actor="cli")
+            status = "applied_with_errors" if result.errors else "applied"
+            if result.errors and result.imported + result.skipped == 0:
+                status = "rejected"
+            _, kept = order_history.record(
+                session, market_id=record.id, kind="orders", file=file, now=now, status=status,
+                message=f"{result.imported} line(s) imported, {result.skipped} already imported",
+                counts={"rows": result.rows, "applied": result.imported, "unchanged": result.skipped,
+                        "errors": result.errors}, row_errors=result.row_errors)
     except FeedError as exc:
+        _record_rejection(app, market, merchant_name, "orders", file, exc, now)
         rejected(file, exc)
         return
+    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=status == "rejected", now=now)
     _print_orders(result, as_json)
+
+
+def _record_rejection(app: App, market: str, merchant_name: str, kind: str, file: Path,
+                      exc: FeedError, now: datetime) -> None:
+    """A file rejected as a whole is in the history too, with its reason."""
+    with synced(app) as session:
+        record = get_market(session, merchant_name, market)
+        _, kept = order_history.record(session, market_id=record.id, kind=kind, file=file, now=now,
+                                       status="rejected", message=f"{file.name}: {exc}", counts={})
+    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=True, now=now)
 
 
 def _print_orders(result: OrderFileResult, as_json: bool) -> None:
@@ -125,14 +147,28 @@ def orders_import_cancellations(app: App, file: Path, market: str, merchant: str
     """Apply a cancellation file (order_id, line_id, cancelled_at, origin[, restock]).
     Exits 7 when the file is rejected as a whole."""
     merchant_name = app.settings.merchant(merchant).name
+    now = app.now()
     try:
         with synced(app) as session:
             record = get_market(session, merchant_name, market)
             result = apply_cancellation_file(session, record.id, file, upload_ref=f"cli:{file.name}",
-                                             now=app.now(), actor="cli")
+                                             now=now, actor="cli")
+            done = result.cancelled + result.already_cancelled + result.recorded_ahead
+            status = "applied_with_errors" if result.errors else "applied"
+            if result.errors and done == 0:
+                status = "rejected"
+            _, kept = order_history.record(
+                session, market_id=record.id, kind="cancellations", file=file, now=now, status=status,
+                message=(f"{result.cancelled} line(s) cancelled, {result.restocked} restocked, "
+                         f"{result.refused} restock(s) refused"),
+                counts={"rows": result.rows, "applied": result.cancelled,
+                        "unchanged": result.already_cancelled + result.recorded_ahead,
+                        "errors": result.errors}, row_errors=result.row_errors)
     except FeedError as exc:
+        _record_rejection(app, market, merchant_name, "cancellations", file, exc, now)
         rejected(file, exc)
         return
+    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=status == "rejected", now=now)
     _print_cancellations(result, as_json)
 
 

@@ -24,6 +24,7 @@ from daemon.db import bulk, orders, uploads
 from daemon.db.models import Upload
 from daemon.errors import FeedError
 from daemon.ingest.parse import ParsedFeed, ParseOptions
+from daemon.ingest import headers
 from daemon.ingest.market_files import apply_market_file
 from daemon.ingest.results import write_result
 from daemon.ingest.sources import SourceBook, SourceInfo
@@ -182,7 +183,7 @@ class Processor:
                          if target_policy.mode == "set" else None)
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
-                                                quantity_column=_quantity_header(parsed),
+                                                quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
                                                 orders_after=later)))
             for _, plan in plans:
                 row_errors += [(r["row"], r["column"], r["value"], r["sku"], r["message"])
@@ -285,8 +286,13 @@ def _orders_after(session: Session, source_id: int, rows: pl.DataFrame, default:
     return pl.DataFrame(found, schema=["sku", "ordered_at", "units"], orient="row")
 
 
-def _quantity_header(parsed: ParsedFeed) -> str:
-    return "quantity"
+def _quantity_header(parsed: ParsedFeed, columns: dict[str, str]) -> str:
+    """The quantity column's header as the file spells it, for row errors."""
+    try:
+        index = headers.resolve(parsed.header, columns).quantity
+    except FeedError:
+        index = None
+    return parsed.header[index] if index is not None and index < len(parsed.header) else "quantity"
 
 
 def _sum_counts(plans: list[tuple[SourceInfo, FeedPlan]], total_rows: int, errors: int) -> dict[str, int]:

@@ -179,7 +179,16 @@ def test_adjust_mode_adds_deltas_and_refuses_to_go_below_zero(make_env) -> None:
     out = env.upload("d.csv", "sku,quantity\nA,-2\nB,-3\nC,4\n")
     assert env.quantities() == {"A": 3, "B": 1, "C": 4}
     assert out.status == "applied_with_errors"
-    assert "below 0" in env.show(out.upload_id)[1][0].message
+    error = env.show(out.upload_id)[1][0]
+    assert "below 0" in error.message and (error.row, error.column, error.value) == (3, "quantity", "-3")
+
+
+def test_an_adjust_error_names_the_column_as_the_file_spells_it(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(feed='mode = "adjust"')
+    env.set("LW-1", 1)
+    out = env.upload("lw.csv", "SKU,Stock Level\nLW-1,-5\n")
+    error = env.show(out.upload_id)[1][0]
+    assert (error.column, error.value, error.sku) == ("Stock Level", "-5", "LW-1")
 
 
 def test_a_full_feed_zeroes_the_skus_it_leaves_out(make_env) -> None:  # type: ignore[no-untyped-def]
