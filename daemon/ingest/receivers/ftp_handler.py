@@ -396,4 +396,7 @@ def _grace(sock: socket.socket | None, ceiling: float) -> float:
     rtt = _rtt_seconds(sock)
     if rtt is None:
         return ceiling
-    return min(ceiling, max(0.005, 2 * rtt + 0.005))
+    # The 10 ms floor covers a dying client whose exit is descheduled between
+    # closing its two sockets on a busy machine; it costs about 1% of a
+    # 200 MB upload on loopback.
+    return min(ceiling, max(0.01, 2 * rtt + 0.005))
