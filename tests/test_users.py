@@ -160,8 +160,14 @@ def test_the_daemon_serves_ftp_and_sftp_to_its_accounts(tmp_path: Path, capsys, 
             ("a.csv", "ftp", "acme-wh1"), ("b.csv", "sftp", "acme-wh1")]
         inv = run_cli(capsys, "-c", cfg, "inventory", "--source", "wh1", "--json").json()["inventory"]
         assert {r["sku"]: r["quantity"] for r in inv} == {"A": 4, "B": 5}
-        names = sftp.listdir("/results")
-        assert len([n for n in names if n.endswith(".result.csv")]) == 2
+        # Result files are written just after the outcome commits: wait for both.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            names = [n for n in sftp.listdir("/results") if n.endswith(".result.csv")]
+            if len(names) == 2:
+                break
+            time.sleep(0.1)
+        assert len(names) == 2
         sftp.close()
         transport.close()
     finally:

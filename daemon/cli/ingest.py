@@ -166,7 +166,7 @@ def history_show(app: App, upload_id: int, as_json: bool) -> None:
 def history_approve(app: App, upload_id: int, as_json: bool) -> None:
     """Apply a held full feed after all."""
     pipeline = _pipeline(app)
-    outcome = held.approve(pipeline.processor._sessions, pipeline.dirs, pipeline.processor,
+    outcome = held.approve(pipeline.sessions, pipeline.dirs, pipeline.processor,
                            upload_id, actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
     _exit_for(outcome)
@@ -179,7 +179,7 @@ def history_approve(app: App, upload_id: int, as_json: bool) -> None:
 def history_reject(app: App, upload_id: int, as_json: bool) -> None:
     """Reject a held full feed: nothing is applied, the file is quarantined."""
     pipeline = _pipeline(app)
-    outcome = held.reject(pipeline.processor._sessions, pipeline.dirs, pipeline.book, upload_id,
+    outcome = held.reject(pipeline.sessions, pipeline.dirs, pipeline.book, upload_id,
                           actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
 

@@ -35,6 +35,7 @@ class Pipeline:
     ) -> None:
         ingest = settings.ingest
         self.settings = settings
+        self.sessions = sessions
         self.book = book
         self.dirs = SpoolDirs(settings.data_dir)
         self.dirs.create()

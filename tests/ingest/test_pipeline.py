@@ -298,3 +298,31 @@ def test_the_cli_upload_uses_the_same_pipeline(tmp_path: Path, capsys) -> None: 
     assert shown["upload"]["original_name"] == "f.csv" and shown["errors"] == []
     only = run_cli(capsys, "-c", cfg, "history", "--status", "rejected", "--json").json()["uploads"]
     assert len(only) == 1
+
+
+def test_a_held_feed_is_approved_or_rejected_from_the_cli(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import ONE_WAREHOUSE, run_cli, write_config
+
+    feed = '\n[merchants.sources.feed]\nscope = "full"\nmin_rows = 3'
+    cfg = write_config(tmp_path, ONE_WAREHOUSE.replace("priority = 10", "priority = 10" + feed))
+    assert run_cli(capsys, "-c", cfg, "db", "upgrade").code == 0
+    full = tmp_path / "full.csv"
+    full.write_text("sku,quantity\n" + "".join(f"S{i},3\n" for i in range(10)))
+    assert run_cli(capsys, "-c", cfg, "upload", full, "--source", "wh1").code == 0
+    short = tmp_path / "short.csv"
+    short.write_text("sku,quantity\nS0,1\n")
+    held = run_cli(capsys, "-c", cfg, "upload", short, "--source", "wh1", "--json")
+    assert held.code == 7 and held.json()["status"] == "held"
+    upload_id = str(held.json()["upload_id"])
+    assert run_cli(capsys, "-c", cfg, "history", "--status", "held", "--json").json()["uploads"][0]["id"] == int(upload_id)
+    approved = run_cli(capsys, "-c", cfg, "history", "approve", upload_id, "--json")
+    assert approved.code == 0 and approved.json()["status"] == "applied" and approved.json()["zeroed"] == 9
+    again = run_cli(capsys, "-c", cfg, "history", "approve", upload_id)
+    assert again.code == 1 and "not held" in again.err
+    short.write_text("sku,quantity\nS1,1\n")
+    second = run_cli(capsys, "-c", cfg, "upload", short, "--source", "wh1", "--json").json()
+    assert second["status"] == "held"
+    rejected = run_cli(capsys, "-c", cfg, "history", "reject", str(second["upload_id"]), "--json")
+    assert rejected.code == 0 and rejected.json()["status"] == "rejected"
+    inv = run_cli(capsys, "-c", cfg, "inventory", "--sku", "S1", "--json").json()["inventory"]
+    assert inv[0]["quantity"] == 0  # zeroed by the approved feed, untouched by the rejected one
