@@ -226,7 +226,7 @@ class MerchantSettings(_Model):
         """The configured sources plus the default merchant-fulfilled one."""
         if any(s.kind == MERCHANT_FULFILLED for s in self.sources):
             return list(self.sources)
-        default = SourceSettings(name=MERCHANT_FULFILLED, kind=MERCHANT_FULFILLED, priority=0)
+        default = SourceSettings(name=MERCHANT_FULFILLED, kind="merchant-fulfilled", priority=0)
         return [default, *self.sources]
 
 

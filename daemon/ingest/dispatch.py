@@ -131,3 +131,4 @@ class Dispatcher:
         timer.daemon = True
         self._timers.add(timer)
         timer.start()
+        return True

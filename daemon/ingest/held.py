@@ -52,7 +52,7 @@ def reject(sessions: sessionmaker[Session], dirs: SpoolDirs, book: SourceBook,
         outcome = Outcome(upload.id, upload.status, upload.message, {})
     if (dirs.held / name).exists():
         move(dirs.held / name, dirs.quarantine / name)
-    info = book.get(source_id)
+    info = book.get(source_id) if source_id is not None else None
     if info is not None:
         with sessions() as session:
             history, errors = uploads.show(session, upload_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,7 +36,7 @@ from daemon.settings import IngestSettings
 log = structlog.get_logger("daemon.ingest.process")
 
 Parser = Callable[[Path, ParseOptions], ParsedFeed]
-ResultFrames = "tuple[ParsedFeed, list[tuple[SourceInfo, FeedPlan]]] | None"
+ResultFrames: TypeAlias = "tuple[ParsedFeed, list[tuple[SourceInfo, FeedPlan]]] | None"
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ class Processor:
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
                warnings: list[str], approved: bool) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
         now = self._clock()
-        row_errors = [(e.row, e.column, e.value, e.sku, e.message) for e in parsed.errors]
+        row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
+                                             for e in parsed.errors]
         # SKUs we escaped in a template ('=SKU) come back as they were.
         frame = parsed.frame.with_columns(
             pl.when(pl.col("sku").str.contains(UNESCAPE_PATTERN)).then(pl.col("sku").str.slice(1))
@@ -320,9 +322,9 @@ def _split_by_location(frame: pl.DataFrame, info: SourceInfo, book: SourceBook,
     if "location" not in frame.columns or frame.get_column("location").null_count() == frame.height:
         return [(info, frame)], []
     siblings = {s.name.lower(): s for s in book.in_merchant(info.merchant_id)}
-    for location, target in info.settings.feed.location_map.items():
-        if target.lower() in siblings:
-            siblings[location.strip().lower()] = siblings[target.lower()]
+    for location, mapped in info.settings.feed.location_map.items():
+        if mapped.lower() in siblings:
+            siblings[location.strip().lower()] = siblings[mapped.lower()]
     keyed = frame.with_columns(
         pl.col("location").str.strip_chars().str.to_lowercase().fill_null(info.name.lower())
         .alias("_loc")

@@ -67,3 +67,32 @@ def test_a_failing_file_is_retried_before_the_next_file_of_its_source() -> None:
     assert d.wait_idle(10)
     d.stop(5)
     assert order == [1, 1, 2]
+
+
+def test_a_retry_waits_its_delay_and_never_runs_a_source_twice_at_once() -> None:
+    calls: list[float] = []
+    running = [0]
+    overlap: list[int] = []
+    lock = threading.Lock()
+
+    def handle(upload_id: int) -> None:
+        with lock:
+            running[0] += 1
+            if running[0] > 1:
+                overlap.append(upload_id)
+            calls.append(time.monotonic())
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+
+    d = Dispatcher(handle, workers=3, retry_delays=(0.5,))
+    d.start()
+    d.submit(7, 1)
+    d.submit(7, 2)
+    assert d.wait_idle(10)
+    d.stop(5)
+    assert overlap == []
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.5  # not retried at once: the delay is a floor, not a timing
