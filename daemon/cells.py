@@ -19,9 +19,3 @@ def escape_cell(value: object) -> object:
 
 UNESCAPE_PATTERN = r"^'[=+\-@\t\r]"
 """A cell we escaped on the way out; reading it back drops the apostrophe."""
-
-
-def unescape_cell(value: str) -> str:
-    if len(value) > 1 and value[0] == "'" and value[1] in "=+-@\t\r":
-        return value[1:]
-    return value

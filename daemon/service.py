@@ -18,11 +18,6 @@ from daemon.runtime import Runtime, install_signal_handlers
 
 log = get_logger("daemon.service")
 
-# Extra services later issues register: a callable (settings, pipeline, sessions) -> services.
-# One line per capability, in start order; receivers come after the pipeline.
-EXTRA_SERVICES: list[Any] = []
-
-
 def build_services(app: App) -> list[Any]:
     settings = app.settings
     sessions = session_factory(app.engine)
@@ -36,8 +31,6 @@ def build_services(app: App) -> list[Any]:
     pipeline = Pipeline(settings, sessions, book)
     services = pipeline.services()
     services.extend(endpoint_services(settings, pipeline, sessions))
-    for factory in EXTRA_SERVICES:
-        services.extend(factory(settings, pipeline, sessions))
     return services
 
 

@@ -7,13 +7,10 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import select
-
 from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import accounts
 from daemon.db.catalog import get_source
-from daemon.db.models import Account as AccountRow
 from daemon.errors import UserError
 
 
@@ -127,7 +124,7 @@ def user_add_key(app: App, source: str, pubkeyfile: Path, merchant: str | None, 
     with app.transaction() as session:
         src = get_source(session, merchant_name, source)
         if username is None:
-            names = session.scalars(select(AccountRow.username).where(AccountRow.source_id == src.id)).all()
+            names = accounts.usernames_for_source(session, src.id)
             if len(names) > 1:
                 raise UserError(f"{merchant_name}/{source} has several accounts ({', '.join(names)}): "
                                 "name one with --username")

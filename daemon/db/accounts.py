@@ -7,7 +7,6 @@ or removed with the CLI takes effect on the next login without a restart.
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,12 +24,8 @@ from daemon.ingest.receivers.accounts import (
     public_key_blob,
     verify_password,
 )
+from daemon.ingest.receivers.hostkey import blob_fingerprint
 from daemon.ingest.sources import SourceBook
-
-
-def fingerprint_of(blob: bytes) -> str:
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
 
 
 def _account(session: Session, username: str) -> AccountRow:
@@ -78,8 +73,13 @@ def add_key(session: Session, username: str, line: str, now: datetime) -> str:
     parts = line.strip().split(None, 2)
     session.add(AccountKey(account_id=row.id, key_type=key_type, key_blob=b64,
                            comment=parts[2] if len(parts) > 2 else None,
-                           fingerprint=fingerprint_of(blob), created_at=now))
-    return fingerprint_of(blob)
+                           fingerprint=blob_fingerprint(blob), created_at=now))
+    return blob_fingerprint(blob)
+
+
+def usernames_for_source(session: Session, source_id: int) -> list[str]:
+    return list(session.scalars(select(AccountRow.username).where(AccountRow.source_id == source_id)
+                                .order_by(AccountRow.username)))
 
 
 @dataclass(frozen=True)

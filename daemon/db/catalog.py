@@ -40,6 +40,15 @@ def sync_config(session: Session, settings: Settings, now: datetime) -> None:
     session.flush()
 
 
+def source_ids(session: Session, merchant: str, source: str) -> tuple[int, int] | None:
+    """(source id, merchant id) of a synced source, or None."""
+    row = session.execute(
+        select(Source.id, Source.merchant_id).join(Merchant)
+        .where(Merchant.name == merchant, Source.name == source)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
 def get_merchant(session: Session, name: str) -> Merchant:
     merchant = session.scalar(select(Merchant).where(Merchant.name == name))
     if merchant is None:

@@ -71,6 +71,13 @@ def sync_markets(session: Session, settings: Settings, now: datetime) -> None:
     session.flush()
 
 
+def market_ids(session: Session, merchant: str) -> list[tuple[int, int, str]]:
+    """(market id, merchant id, name) of every market of a merchant, config or CLI."""
+    return [(i, m, n) for i, m, n in session.execute(
+        select(MarketRecord.id, MarketRecord.merchant_id, MarketRecord.name).join(Merchant)
+        .where(Merchant.name == merchant).order_by(MarketRecord.id))]
+
+
 def get_policy(session: Session, merchant_id: int, *, lock: bool = False) -> MerchantPolicy:
     """The merchant's order policy row (created with defaults when missing)."""
     query = select(MerchantPolicy).where(MerchantPolicy.merchant_id == merchant_id)

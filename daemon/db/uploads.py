@@ -64,6 +64,20 @@ def clear_errors(session: Session, upload_id: int) -> None:
     session.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
 
 
+def forget(session: Session, upload_id: int) -> None:
+    """Drop the row of a file that was never claimed (someone else took it)."""
+    session.execute(delete(Upload).where(Upload.id == upload_id))
+
+
+def lanes(session: Session, upload_ids: Iterable[int]) -> dict[int, tuple[str, int]]:
+    """The processing lane of each existing upload: ("s", source) or ("m", market)."""
+    ids = list(upload_ids)
+    if not ids:
+        return {}
+    rows = session.execute(select(Upload.id, Upload.source_id, Upload.market_id).where(Upload.id.in_(ids)))
+    return {uid: (("m", m) if m is not None else ("s", s)) for uid, s, m in rows}
+
+
 def unfinished(session: Session) -> list[Upload]:
     """Uploads that were claimed but whose outcome was not committed."""
     return list(session.scalars(

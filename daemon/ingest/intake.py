@@ -21,11 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import uploads
-from daemon.db.models import Upload
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.spool import SpoolDirs, move
 
@@ -71,7 +69,7 @@ class Intake:
             # Someone else claimed or removed it between the hash and the
             # rename: nothing was taken, so the row must not stay either.
             with self._sessions() as session, session.begin():
-                session.execute(Upload.__table__.delete().where(Upload.id == upload_id))
+                uploads.forget(session, upload_id)
             raise
         log.info("upload_received", upload_id=upload_id, source_id=arrival.source_id,
                  market_id=arrival.market_id, kind=arrival.kind, file=arrival.original_name,
@@ -87,7 +85,7 @@ class Intake:
         commit and the archive) are queued too: processing them only moves the
         file on, it never applies again.
         """
-        queued: list[int] = []
+        claimed: list[int] = []
         with self._sessions() as session, session.begin():
             for upload in uploads.unfinished(session):
                 assert upload.spool_name is not None
@@ -95,25 +93,17 @@ class Intake:
                     log.warning("claim_incomplete", upload_id=upload.id, file=upload.original_name)
                     session.delete(upload)
                     continue
-                queued.append(upload.id)
-            for path in sorted(self._dirs.spool.iterdir()):
-                if not path.is_file() or path.name.startswith("."):
-                    continue
-                upload_id = _id_from_spool_name(path.name)
-                if upload_id is None or upload_id in queued:
-                    continue
-                if session.scalar(select(Upload.id).where(Upload.id == upload_id)) is not None:
-                    queued.append(upload_id)
-            lanes = {
-                uid: (("m", market_id) if market_id is not None else ("s", source_id))
-                for uid, source_id, market_id in session.execute(
-                    select(Upload.id, Upload.source_id, Upload.market_id).where(Upload.id.in_(queued)))
-            }
-        for upload_id in sorted(queued):
+                claimed.append(upload.id)
+            # Finished uploads whose file is still here: only the filing is left.
+            in_spool = {_id_from_spool_name(p.name) for p in self._dirs.spool.iterdir()
+                        if p.is_file() and not p.name.startswith(".")}
+            in_spool.discard(None)
+            lanes = uploads.lanes(session, {*claimed, *in_spool})  # type: ignore[arg-type]
+        for upload_id in sorted(lanes):
             self._enqueue(lanes[upload_id], upload_id)
-        if queued:
-            log.info("spool_recovered", uploads=sorted(queued))
-        return sorted(queued)
+        if lanes:
+            log.info("spool_recovered", uploads=sorted(lanes))
+        return sorted(lanes)
 
 
 def _id_from_spool_name(name: str) -> int | None:

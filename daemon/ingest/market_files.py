@@ -1,6 +1,7 @@
 """Order and cancellation files from a market's inbox: the same lifecycle as feeds.
 
-The file is already claimed and recorded; here it is applied in one
+The file is already claimed, recorded and looked at (duplicate, empty, too
+big: ``Processor._first_look``); here it is applied in one
 transaction (order lines, allocations, ledger, row errors and the upload's
 outcome), re-checking the upload's status first so it never applies twice.
 """
@@ -23,15 +24,7 @@ def apply_market_file(
     sessions: sessionmaker[Session], upload_id: int, path: Path, *,
     finish: Callable[..., object], outcome_of: Callable[[Upload], object], now: datetime,
 ) -> object:
-    with sessions() as session, session.begin():
-        upload = session.get(Upload, upload_id)
-        assert upload is not None and upload.market_id is not None
-        dup = uploads.find_applied_duplicate(session, upload)
-        if dup is not None:
-            return finish(session, upload, "duplicate", f"same content as upload {dup.id} "
-                          f"({dup.original_name}); not applied again", duplicate_of=dup.id)
-        if upload.size == 0:
-            return finish(session, upload, "rejected", "the file is empty (0 bytes)")
+    # Duplicates, empty and oversized files were settled by Processor._first_look.
     try:
         with sessions() as session, session.begin():
             upload = session.get(Upload, upload_id, populate_existing=True)

@@ -106,6 +106,8 @@ class Processor:
                 upload.status, upload.started_at = "processing", self._clock()
                 outcome = None
         assert name is not None
+        if outcome is None:
+            outcome = self._first_look(upload_id, approved)
         frames = None
         if kind == "feed":
             info = self._book.get(source_id) if source_id is not None else None
@@ -127,23 +129,30 @@ class Processor:
         self._file_away(upload_id, results, name, outcome, frames)
         return outcome
 
-    def _decide_and_apply(self, upload_id: int, info: SourceInfo, name: str,
-                          approved: bool) -> tuple[Outcome, ResultFrames]:
-        path = self._dirs.spool / name
+    def _first_look(self, upload_id: int, approved: bool) -> Outcome | None:
+        """What every file (feed, orders, cancellations) gets before its content
+        is read: a duplicate is recorded, an empty or oversized file rejected."""
         with self._sessions() as session, session.begin():
             upload = session.get(Upload, upload_id)
             assert upload is not None
-            original, received_at, size = upload.original_name, upload.received_at, upload.size
             dup = None if approved else uploads.find_applied_duplicate(session, upload)
             if dup is not None:
                 return self._finish(session, upload, "duplicate", f"same content as upload {dup.id} "
-                                    f"({dup.original_name}); not applied again",
-                                    duplicate_of=dup.id), None
-            if size == 0:
-                return self._finish(session, upload, "rejected", "the file is empty (0 bytes)"), None
-            if size > self._ingest.max_file_bytes:
-                return self._finish(session, upload, "rejected", f"the file is {size} bytes, over "
-                                    f"max_file_bytes = {self._ingest.max_file_bytes}"), None
+                                    f"({dup.original_name}); not applied again", duplicate_of=dup.id)
+            if upload.size == 0:
+                return self._finish(session, upload, "rejected", "the file is empty (0 bytes)")
+            if upload.size > self._ingest.max_file_bytes:
+                return self._finish(session, upload, "rejected", f"the file is {upload.size} bytes, "
+                                    f"over max_file_bytes = {self._ingest.max_file_bytes}")
+        return None
+
+    def _decide_and_apply(self, upload_id: int, info: SourceInfo, name: str,
+                          approved: bool) -> tuple[Outcome, ResultFrames]:
+        path = self._dirs.spool / name
+        with self._sessions() as session:
+            upload = session.get(Upload, upload_id)
+            assert upload is not None
+            original, received_at = upload.original_name, upload.received_at
         try:
             parsed = self._parse(path, parse_options(info, self._ingest))
         except FeedError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.db.models import MarketRecord, Merchant, Source
+from daemon.db.catalog import source_ids
+from daemon.db.markets import market_ids
 from daemon.settings import MerchantSettings, Settings, SourceSettings
 
 
@@ -103,24 +103,18 @@ class SourceBook:
         found = []
         for m in settings.merchants:
             for s in m.all_sources():
-                row = session.execute(
-                    select(Source.id, Source.merchant_id).join(Merchant)
-                    .where(Merchant.name == m.name, Source.name == s.name)
-                ).first()
-                if row is None:
+                ids = source_ids(session, m.name, s.name)
+                if ids is None:
                     continue  # not synced yet; `db upgrade` / `run` sync first
                 found.append(SourceInfo(
-                    id=row.id, merchant_id=row.merchant_id, merchant=m, settings=s,
+                    id=ids[0], merchant_id=ids[1], merchant=m, settings=s,
                     folder=settings.source_folder(m.name, s), inbox=settings.inbox(m.name, s),
                     results=settings.results(m.name, s),
                 ))
         markets = []
         for m in settings.merchants:
             # Markets come from the config and from `market add`: read the database.
-            for market_id, merchant_id, name in session.execute(
-                select(MarketRecord.id, MarketRecord.merchant_id, MarketRecord.name).join(Merchant)
-                .where(Merchant.name == m.name).order_by(MarketRecord.id)
-            ):
+            for market_id, merchant_id, name in market_ids(session, m.name):
                 markets.append(MarketInbox(id=market_id, merchant_id=merchant_id, merchant=m,
                                            name=name, folder=settings.data_dir / "markets" / m.name / name))
         return cls(found, markets)

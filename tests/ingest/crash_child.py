@@ -4,7 +4,8 @@
     python -m tests.ingest.crash_child CONFIG recover
 
 CRASH_AT: ``before_commit`` (the apply ran inside the transaction, which
-never commits) or ``before_archive`` (committed; the file is still in the spool).
+never commits) or ``before_archive`` (committed; the file is still in the spool);
+``orders_before_commit`` delivers FILE to market "shop" as an order file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from daemon.db import bulk
 from daemon.db.engine import make_engine, session_factory
-from daemon.ingest import process
+from daemon.ingest import market_files, process
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
@@ -47,10 +48,24 @@ def main() -> None:
             process.bulk.write_plan = write_then_die  # type: ignore[assignment]
         elif crash_at == "before_archive":
             process.Processor._file_away = _die  # type: ignore[assignment,method-assign]
-        info = book.by_name("acme", "wh1")
-        assert info is not None
-        upload_id = pipeline.deliver(Arrival(path=file, source_id=info.id, original_name=file.name,
-                                             protocol="cli", received_at=datetime.now(UTC)))
+        if crash_at == "orders_before_commit":
+            real_orders = market_files.apply_order_file
+
+            def apply_then_die(*a, **k):  # type: ignore[no-untyped-def]
+                real_orders(*a, **k)
+                _die()
+
+            market_files.apply_order_file = apply_then_die  # type: ignore[assignment]
+            market = book.market_by_name("acme", "shop")
+            assert market is not None
+            arrival = Arrival(path=file, source_id=None, market_id=market.id, kind="orders",
+                              original_name=file.name, protocol="cli", received_at=datetime.now(UTC))
+        else:
+            info = book.by_name("acme", "wh1")
+            assert info is not None
+            arrival = Arrival(path=file, source_id=info.id, original_name=file.name,
+                              protocol="cli", received_at=datetime.now(UTC))
+        upload_id = pipeline.deliver(arrival)
         pipeline.processor.process(upload_id)
         sys.exit(3)  # not reached when the crash point is hit
     # recover: what `stockdrop run` does at start.

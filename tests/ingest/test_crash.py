@@ -98,3 +98,34 @@ def test_a_claim_interrupted_before_the_rename_is_taken_again_from_the_inbox(
     assert pipeline.intake.recover() == []
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Upload)) == 0
+
+
+def test_an_order_file_whose_worker_was_killed_subtracts_exactly_once_after_restart(
+    database: Database, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from daemon.db.markets import sync_markets
+
+    cfg = write_config(tmp_path / "conf", ADJUST + '\n[[merchants.markets]]\nname = "shop"\n',
+                       database_url=database.url)
+    settings = load_settings(cfg)
+    sessions = session_factory(database.engine)
+    with sessions() as s, s.begin():
+        sync_config(s, settings, datetime.now(UTC))
+        sync_markets(s, settings, datetime.now(UTC))
+        store.set_one(s, get_source(s, "acme", "wh1"), "A", 10, actor="test", now=datetime.now(UTC))
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,line_id,sku,quantity,ordered_at\nO-1,1,A,3,2026-11-29T10:00:00Z\n")
+
+    crashed = child(cfg, "deliver", orders, "orders_before_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    with sessions() as s:
+        assert {r.sku: r.quantity for r in store.inventory(s, source="wh1")} == {"A": 10}
+
+    recovered = child(cfg, "recover")
+    assert recovered.returncode == 0, recovered.stderr
+    with sessions() as s:
+        assert {r.sku: r.quantity for r in store.inventory(s, source="wh1")} == {"A": 7}
+        assert s.scalars(select(Upload.status)).all() == ["applied"]
+    assert list((settings.data_dir / "spool").iterdir()) == []

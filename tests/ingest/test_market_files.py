@@ -105,3 +105,11 @@ def test_the_watcher_serves_market_inboxes(menv: IngestEnv) -> None:
     assert kinds == [("cancellations", "acme/amazon/cancellations/inbox"),
                      ("cancellations", "acme/shop/cancellations/inbox"),
                      ("orders", "acme/amazon/orders/inbox"), ("orders", "acme/shop/orders/inbox")]
+
+
+def test_an_order_file_over_max_file_bytes_is_rejected_before_it_is_read(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(ingest="max_file_bytes = 60", merchant_extra=MARKETS)
+    env.set("A", 5)
+    out = market_upload(env, "big.csv", ORDERS)
+    assert out.status == "rejected" and "max_file_bytes" in (out.message or "")
+    assert env.quantities() == {"A": 5}

@@ -58,5 +58,10 @@ def _create(path: Path) -> None:
 
 def fingerprint(key: paramiko.PKey) -> str:
     """``SHA256:...`` as ``ssh-keygen -lf`` prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
+    return blob_fingerprint(key.asbytes())
+
+
+def blob_fingerprint(blob: bytes) -> str:
+    """The same for a raw public-key blob (as stored for an account's keys)."""
+    digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
