@@ -89,3 +89,40 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 4321
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_migration_0007_keeps_every_stored_time_and_the_full_feed_as_of(database: Database) -> None:
+    """Times written before 0007 (SQLite: text) read back the same after it, and after a downgrade."""
+    migrate.downgrade(database.engine, "0006")
+    micro = datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=UTC)
+    stamp = "2026-11-29 10:00:00.123456" if database.kind == "sqlite" else micro
+    with database.engine.begin() as conn:
+        conn.execute(text("INSERT INTO merchants (id, name, timezone, created_at) VALUES (1, 'm', 'UTC', :t)"),
+                     {"t": stamp})
+        conn.execute(text("INSERT INTO sources (id, merchant_id, name, kind, priority, created_at) "
+                          "VALUES (1, 1, 'wh', 'warehouse', 1, :t)"), {"t": stamp})
+        conn.execute(text("INSERT INTO products (id, merchant_id, sku, created_at) VALUES (1, 1, '0017', :t)"),
+                     {"t": stamp})
+        conn.execute(text("INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
+                          "VALUES (1, 1, 5, :t, :t)"), {"t": stamp})
+        conn.execute(text("INSERT INTO ledger (source_id, product_id, before, after, reason, actor, at) "
+                          "VALUES (1, 1, 0, 5, 'manual', 'cli', :t)"), {"t": stamp})
+    migrate.upgrade(database.engine)
+    sessions = session_factory(database.engine)
+    with sessions() as s, s.begin():
+        stock = s.scalars(select(Stock)).one()
+        assert (stock.as_of, stock.updated_at) == (micro, micro)
+        assert s.scalars(select(LedgerEntry.at)).one() == micro
+        assert s.scalars(select(Product.created_at)).one() == micro
+        source = s.scalars(select(Source)).one()
+        assert source.full_feed_as_of is None
+        # A later full feed's time for the source is folded back into its rows on downgrade.
+        source.full_feed_as_of = micro + timedelta(hours=1)
+    migrate.downgrade(database.engine, "0006")
+    with database.engine.connect() as conn:
+        as_of, at = conn.execute(text("SELECT s.as_of, l.at FROM stock s, ledger l")).one()
+    if database.kind == "sqlite":
+        assert (as_of, at) == ("2026-11-29 11:00:00.123456", stamp)
+    else:
+        assert (as_of, at) == (micro + timedelta(hours=1), micro)
+    migrate.upgrade(database.engine)

@@ -1,14 +1,17 @@
 """Writing a feed plan set-wise: stage the rows, then a few INSERT ... SELECT.
 
 A million-row feed cannot afford a Python round trip per row and table. The
-plan's rows are staged into a temporary table (executemany on SQLite, COPY on
-PostgreSQL) and the products, stock and ledger are written by three
+plan's rows are staged into a temporary table (multi-row INSERTs on SQLite,
+COPY on PostgreSQL) and the products, stock and ledger are written by three
 statements that run inside the database. Everything happens in the caller's
 transaction, so the quantities, the ledger and the upload's outcome commit
 together or not at all.
 
 What keeps it fast (each measured with ``python -m bench ingest``):
 
+- A full feed that covers its source (``inventory.feed.covers_source``)
+  writes only the rows whose quantity changed; the unchanged rows' new as-of
+  is the source's ``full_feed_as_of`` (migration 0007).
 - The staged row carries the product id, so the ledger and stock statements
   are plain scans of the stage, not joins on ``products (merchant_id, sku)``.
   Known ids come from ``load_current``; on SQLite new products get theirs
@@ -17,7 +20,8 @@ What keeps it fast (each measured with ``python -m bench ingest``):
   one UPDATE copies them back into the stage.
 - On SQLite every staged value is a plain int or str: pysqlite binds those
   directly, while None and bool take its adapter lookup, which costs about as
-  much as the insert itself. "No before" is -1 and "default as-of" is ''.
+  much as the insert itself. "No before" is -1 and "no as-of" a sentinel;
+  times are integer microseconds (``types.UTCMicros``), not formatted text.
 - Rows are staged ordered by product id, so stock and ledger index inserts
   append instead of splitting pages all over the tree.
 """
@@ -25,6 +29,7 @@ What keeps it fast (each measured with ``python -m bench ingest``):
 from __future__ import annotations
 
 import io
+import itertools
 from datetime import UTC, datetime
 
 import polars as pl
@@ -32,13 +37,16 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from daemon.db.models import Source
+from daemon.db.types import to_micros
 
 _STAGE = "feed_stage"
-_SLICE = 100_000  # rows per executemany / fetchmany
+_SLICE = 100_000  # rows per fetchmany
 # Bits of the staged ``flag``: the quantity changed (a ledger row), it was
 # zeroed by a full feed (the ledger reason), the product is new.
 CHANGED, ZEROED, NEW = 1, 2, 4
-_SQLITE_TS = "%Y-%m-%d %H:%M:%S%.6f"  # polars/chrono; what SQLAlchemy's SQLite DateTime writes and reads
+# "No as-of" in a staged SQLite row: pysqlite binds None through an adapter
+# lookup that costs about as much as the insert (see the module docstring).
+_NO_AS_OF = -(2**62)
 
 CURRENT_SCHEMA = {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Datetime("us", "UTC"),
                   "product_id": pl.Int64}
@@ -63,30 +71,38 @@ def _dbapi(session: Session):  # type: ignore[no-untyped-def]
 def load_current(session: Session, source_id: int) -> pl.DataFrame:
     """This source's stock as a frame: sku, quantity, as_of (UTC), product_id.
 
-    Read through the driver's cursor: a million rows through the ORM's result
-    processing costs more than the rest of the read.
+    The as-of is the effective one (see ``Source.full_feed_as_of``): the later
+    of the row's own and the source's last full feed's. Read through the
+    driver's cursor: a million rows through the ORM's result processing
+    costs more than the rest of the read. Rows that the source's time covers
+    (after a full feed, nearly all) come back as NULL and take that time in
+    polars: a million formatted times as Python strs cost more than the join.
     """
     sqlite = _is_sqlite(session)
-    as_of = "s.as_of" if sqlite else "(extract(epoch from s.as_of) * 1000000)::bigint"
+    source = session.get(Source, source_id)
+    full_feed = source.full_feed_as_of if source is not None else None
+    # Microseconds since the epoch on both: SQLite stores them (types.UTCMicros).
+    own = "s.as_of" if sqlite else "(extract(epoch from s.as_of) * 1000000)::bigint"
     cur = _dbapi(session).cursor()
+    ph = "?" if sqlite else "%s"
     try:
-        cur.execute(f"SELECT p.sku, s.quantity, {as_of}, s.product_id FROM stock s "
-                    f"JOIN products p ON p.id = s.product_id WHERE s.source_id = "
-                    f"{'?' if sqlite else '%s'}", (source_id,))
-        schema = {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Utf8 if sqlite else pl.Int64,
-                  "product_id": pl.Int64}
+        if full_feed is None:
+            cur.execute(f"SELECT p.sku, s.quantity, {own}, s.product_id FROM stock s "
+                        f"JOIN products p ON p.id = s.product_id WHERE s.source_id = {ph}", (source_id,))
+        else:
+            cur.execute(f"SELECT p.sku, s.quantity, CASE WHEN s.as_of > src.full_feed_as_of THEN {own} END, "
+                        f"s.product_id FROM stock s JOIN products p ON p.id = s.product_id "
+                        f"JOIN sources src ON src.id = s.source_id WHERE s.source_id = {ph}", (source_id,))
+        schema = {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Int64, "product_id": pl.Int64}
         # In slices, so a million rows never exist as Python tuples at once.
         parts = [pl.DataFrame(rows, orient="row", schema=schema)
                  for rows in iter(lambda: cur.fetchmany(_SLICE), [])]
     finally:
         cur.close()
     frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    if sqlite:
-        # SQLite stores naive UTC text; parse it in one go rather than per row.
-        as_of_col = (pl.col("as_of").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
-                     .dt.replace_time_zone("UTC"))
-    else:
-        as_of_col = pl.col("as_of").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    as_of_col = pl.col("as_of").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if full_feed is not None:
+        as_of_col = as_of_col.fill_null(pl.lit(full_feed.astimezone(UTC)).dt.cast_time_unit("us"))
     return frame.with_columns(as_of_col)
 
 
@@ -139,14 +155,38 @@ def _stage_sqlite(session: Session, frame: pl.DataFrame) -> None:
         cur.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (product_id INTEGER PRIMARY KEY, "
             f"sku TEXT NOT NULL, before INTEGER NOT NULL, after INTEGER NOT NULL, "
-            f"flag INTEGER NOT NULL, as_of TEXT NOT NULL)")
+            f"flag INTEGER NOT NULL, as_of INTEGER NOT NULL)")
         cur.execute(f"DELETE FROM {_STAGE}")
-        # In slices: a million rows as Python lists would cost hundreds of MB.
-        for part in frame.iter_slices(_SLICE):
-            columns = [part.get_column(c).to_list() for c in part.columns]
-            cur.executemany(f"INSERT INTO {_STAGE} VALUES (?, ?, ?, ?, ?, ?)", zip(*columns))
+        _insert_sqlite(cur, _STAGE, frame)
     finally:
         cur.close()
+
+
+_SQLITE_MAX_VARIABLES = 32766  # SQLite's default limit since 3.32
+
+
+def _insert_sqlite(cur, table: str, frame: pl.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Insert a frame's rows with multi-row VALUES statements.
+
+    pysqlite's per-row cost (a step and a reset per executemany row) is most
+    of a one-row-per-statement insert; thousands of rows per statement bind
+    the same values in about 60% of the time (``python -m bench ingest``).
+    Values must be plain ints and strs (see the module docstring).
+    """
+    width = frame.width
+    per = max(1, _SQLITE_MAX_VARIABLES // width)
+    one = "(" + ", ".join("?" * width) + ")"
+    statement = f"INSERT INTO {table} VALUES " + ", ".join([one] * per)
+    # In slices: a million rows as Python lists would cost hundreds of MB.
+    for part in frame.iter_slices(per * 20):
+        columns = [part.get_column(c).to_list() for c in part.columns]
+        flat = list(itertools.chain.from_iterable(zip(*columns)))
+        chunk = per * width
+        full = len(flat) // chunk
+        cur.executemany(statement, (flat[i * chunk:(i + 1) * chunk] for i in range(full)))
+        rest = flat[full * chunk:]
+        if rest:
+            cur.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * (len(rest) // width)), rest)
 
 
 def _stage_pg(session: Session, frame: pl.DataFrame) -> None:
@@ -177,8 +217,7 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     the source lock in this transaction, so both key sets are exact.
     """
     default = default_as_of.astimezone(UTC)
-    only_as_of = (~pl.col("changed") & pl.col("before").is_not_null() & pl.col("product_id").is_not_null()
-                  & (pl.col("as_of") == pl.lit(default).dt.cast_time_unit("us")))
+    only_as_of = _only_as_of(default) & pl.col("product_id").is_not_null()
     moving = writes.filter(only_as_of).get_column("product_id")
     if moving.len() == 0:
         return writes
@@ -190,10 +229,10 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
         try:
             cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS feed_keys (product_id INTEGER PRIMARY KEY)")
             cur.execute("DELETE FROM feed_keys")
-            cur.executemany("INSERT INTO feed_keys VALUES (?)", zip(keys.sort().to_list()))
+            _insert_sqlite(cur, "feed_keys", keys.sort().to_frame())
         finally:
             cur.close()
-        bind: object = default.strftime("%Y-%m-%d %H:%M:%S.%f")
+        bind: object = to_micros(default)
     else:
         conn = session.connection()
         conn.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS feed_keys (product_id BIGINT)")
@@ -209,23 +248,37 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     return writes.filter(~only_as_of)
 
 
+def _only_as_of(default_as_of: datetime) -> pl.Expr:
+    """Writes whose only effect is "as-of := the file's as-of" (same quantity)."""
+    default = pl.lit(default_as_of.astimezone(UTC)).dt.cast_time_unit("us")
+    return ~pl.col("changed") & pl.col("before").is_not_null() & (pl.col("as_of") == default)
+
+
 def write_plan(
     session: Session, source: Source, writes: pl.DataFrame, *,
     reference: str, actor: str, now: datetime, current: pl.DataFrame | None = None,
-    default_as_of: datetime | None = None,
+    default_as_of: datetime | None = None, covers_source: bool = False,
 ) -> None:
     """Write the products, stock and ledger rows of a plan's ``writes``.
 
     ``current`` is what ``load_current`` returned in this transaction; its
     product ids spare a lookup per row. ``default_as_of`` is the file's as-of
-    time (rows without their own); see ``_move_as_of``.
+    time (rows without their own); see ``_move_as_of``. ``covers_source``
+    says the plan states every SKU of the source as of ``default_as_of`` (a
+    full feed without per-row times): then the unchanged rows are not
+    written at all and the source's ``full_feed_as_of`` moves instead.
     """
+    if covers_source and default_as_of is not None:
+        if source.full_feed_as_of is None or source.full_feed_as_of < default_as_of:
+            source.full_feed_as_of = default_as_of
+        writes = writes.filter(~_only_as_of(default_as_of))
     if writes.height == 0:
         return
     sqlite = _is_sqlite(session)
     merchant_id, source_id = source.merchant_id, source.id
     writes = _resolve_ids(session, merchant_id, writes, current)
-    if current is not None and default_as_of is not None and "product_id" in current.columns:
+    if (current is not None and default_as_of is not None and "product_id" in current.columns
+            and not covers_source):
         # Before any stock row is inserted: _move_as_of relies on the
         # source's stock being exactly ``current``.
         writes = _move_as_of(session, source_id, writes, current, default_as_of)
@@ -243,16 +296,12 @@ def write_plan(
     else:
         writes = writes.with_columns(new.alias("_new"))
     if sqlite:
-        bind_now: object = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        # Plain ints and strs only (see the module docstring). The as-of is
-        # '=' for the file's own (most rows; a one-character str costs
-        # nothing, a formatted time per row does), '' for none; a SKU is
+        # Plain ints and strs only (see the module docstring): times are
+        # microseconds (types.UTCMicros), "none" is a sentinel, and a SKU is
         # needed only to create its product.
+        bind_now: object = to_micros(now)
         before = pl.col("before").fill_null(-1)
-        as_of = pl.col("as_of").dt.convert_time_zone("UTC").dt.strftime(_SQLITE_TS).fill_null("")
-        if default_as_of is not None:
-            as_of = (pl.when(pl.col("as_of") == pl.lit(default_as_of.astimezone(UTC)).dt.cast_time_unit("us"))
-                     .then(pl.lit("=")).otherwise(as_of))
+        as_of = pl.col("as_of").dt.convert_time_zone("UTC").dt.epoch("us").fill_null(_NO_AS_OF)
         sku = pl.when(pl.col("_new")).then(pl.col("sku")).otherwise(pl.lit(""))
     else:
         bind_now = now.astimezone(UTC)
@@ -270,9 +319,7 @@ def write_plan(
     else:
         _stage_pg(session, frame)
     params = {"m": merchant_id, "src": source_id, "now": bind_now, "ref": reference,
-              "actor": actor, "new": NEW, "changed": CHANGED, "zeroed": ZEROED,
-              "d": (default_as_of.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                    if sqlite and default_as_of is not None else None)}
+              "actor": actor, "new": NEW, "changed": CHANGED, "zeroed": ZEROED, "none": _NO_AS_OF}
     if n_new:
         if sqlite:
             session.execute(text(
@@ -295,7 +342,7 @@ def write_plan(
                 f"UPDATE {_STAGE} s SET product_id = p.id FROM products p "
                 f"WHERE s.product_id IS NULL AND p.merchant_id = :m AND p.sku = s.sku"), params)
     before_sql = "CASE WHEN s.before < 0 THEN 0 ELSE s.before END" if sqlite else "COALESCE(s.before, 0)"
-    as_of_sql = "CASE s.as_of WHEN '=' THEN :d WHEN '' THEN NULL ELSE s.as_of END" if sqlite else "s.as_of"
+    as_of_sql = "CASE WHEN s.as_of = :none THEN NULL ELSE s.as_of END" if sqlite else "s.as_of"
     session.execute(text(
         f"INSERT INTO ledger (source_id, product_id, before, after, reason, reference, actor, at) "
         f"SELECT :src, s.product_id, {before_sql}, s.after, "

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from daemon.db.types import UTCDateTime
+from daemon.db.types import UTCDateTime, UTCMicros
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -60,6 +60,11 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=100)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The as-of time of the last full feed that named every SKU at one time:
+    # every stock row of this source is known as of at least then, so a
+    # re-sent full feed moves this one value instead of every row's as_of.
+    # A stock row's effective as-of is the later of the two (db.stock.effective_as_of).
+    full_feed_as_of: Mapped[datetime | None] = mapped_column(UTCMicros(), nullable=True)
 
 
 class Product(Base):
@@ -71,7 +76,7 @@ class Product(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
     sku: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCMicros())
 
 
 class Stock(Base):
@@ -91,8 +96,8 @@ class Stock(Base):
         ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
     )
     quantity: Mapped[int] = mapped_column(Integer)
-    as_of: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    as_of: Mapped[datetime | None] = mapped_column(UTCMicros(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCMicros())
 
 
 class LedgerEntry(Base):
@@ -115,7 +120,7 @@ class LedgerEntry(Base):
     reason: Mapped[str] = mapped_column(String(32))
     reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
     actor: Mapped[str] = mapped_column(String(100))
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    at: Mapped[datetime] = mapped_column(UTCMicros())
 
 
 UPLOAD_STATUSES = (

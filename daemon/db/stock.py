@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, or_, select
 from sqlalchemy.orm import Session
 
 from daemon.db.catalog import get_or_create_product
@@ -13,11 +13,27 @@ from daemon.db.models import LedgerEntry, Merchant, Product, Source, Stock
 from daemon.inventory import stock as domain
 
 
+def effective_as_of(own: datetime | None, full_feed: datetime | None) -> datetime | None:
+    """A stock row's as-of: its own, or its source's last full feed's when that is later."""
+    if full_feed is None or (own is not None and own >= full_feed):
+        return own
+    return full_feed
+
+
+def effective_as_of_sql() -> ColumnElement[datetime | None]:
+    """``effective_as_of`` for a query that joins Stock and Source."""
+    later = and_(Source.full_feed_as_of.is_not(None),
+                 or_(Stock.as_of.is_(None), Stock.as_of < Source.full_feed_as_of))
+    return case((later, Source.full_feed_as_of), else_=Stock.as_of)
+
+
 def current_level(session: Session, source_id: int, product_id: int) -> tuple[Stock | None, domain.StockLevel | None]:
     row = session.get(Stock, (source_id, product_id), with_for_update=True)
     if row is None:
         return None, None
-    return row, domain.StockLevel(quantity=row.quantity, as_of=row.as_of)
+    source = session.get(Source, source_id)
+    full_feed = source.full_feed_as_of if source is not None else None
+    return row, domain.StockLevel(quantity=row.quantity, as_of=effective_as_of(row.as_of, full_feed))
 
 
 def write_change(
@@ -71,7 +87,8 @@ def inventory(
     source: str | None = None,
 ) -> list[InventoryRow]:
     query = (
-        select(Merchant.name, Source.name, Product.sku, Stock.quantity, Stock.as_of, Stock.updated_at)
+        select(Merchant.name, Source.name, Product.sku, Stock.quantity, effective_as_of_sql(),
+               Stock.updated_at)
         .select_from(Stock).join(Source, Stock.source_id == Source.id)
         .join(Product, Stock.product_id == Product.id).join(Merchant, Source.merchant_id == Merchant.id)
         .order_by(Merchant.name, Product.sku, Source.priority, Source.name)

@@ -30,7 +30,7 @@ from daemon.ingest.market_files import apply_market_file
 from daemon.ingest.results import write_result
 from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.ingest.spool import SpoolDirs, move
-from daemon.inventory.feed import FeedPlan, FeedPolicy, plan_feed
+from daemon.inventory.feed import FeedPlan, FeedPolicy, covers_source, plan_feed
 from daemon.settings import IngestSettings
 
 log = structlog.get_logger("daemon.ingest.process")
@@ -185,6 +185,7 @@ class Processor:
             upload.warnings = "\n".join(warnings) or None
             plans: list[tuple[SourceInfo, FeedPlan]] = []
             currents: dict[int, pl.DataFrame] = {}
+            covering: list[bool] = []
             for target, rows in groups:
                 current = currents[target.id] = bulk.load_current(session, target.id)
                 target_policy = feed_policy(target)
@@ -192,6 +193,7 @@ class Processor:
                            if target_policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
                 later = (_orders_after(session, target.id, rows, as_of)
                          if target_policy.mode == "set" else None)
+                covering.append(covers_source(target_policy, rows))
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
                                                 quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
@@ -224,15 +226,16 @@ class Processor:
             if rejection:
                 return self._finish(session, upload, "rejected", rejection, counts=held_counts), plans
             targets = [t.id for t, _ in plans]
-            for target, plan in plans:
+            for (target, plan), covers in zip(plans, covering):
                 # ``current`` lets write_plan skip id lookups and move as-of
                 # times set-wise; it is exact only while no other plan of
                 # this file writes the same source (two locations mapped to
-                # one source).
-                exact = currents[target.id] if targets.count(target.id) == 1 else None
+                # one source), and only then can one plan cover the source.
+                alone = targets.count(target.id) == 1
                 bulk.write_plan(session, _source_row(session, target), plan.writes,
                                 reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
-                                now=now, current=exact, default_as_of=as_of)
+                                now=now, current=currents[target.id] if alone else None,
+                                default_as_of=as_of, covers_source=covers and alone)
             status = "applied_with_errors" if row_errors else "applied"
             recounted = counts.pop("recounted", 0)
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"

@@ -101,14 +101,14 @@ def plan_feed(
     problems: list[pl.DataFrame] = []
 
     if policy.unknown_sku == "reject_row":
-        unknown = rows.filter(~pl.col("sku").is_in(catalog.implode()))
+        known = rows.select(pl.col("sku").is_in(catalog.implode())).to_series()
+        unknown = rows.filter(~known)
         if unknown.height:
             problems.append(_problems(unknown, "sku", pl.col("sku"),
                                       "unknown SKU: it is not in the merchant's catalogue"))
-        rows = rows.filter(pl.col("sku").is_in(catalog.implode()))
+        rows = rows.filter(known)
 
-    joined = rows.join(current.rename({"quantity": "before", "as_of": "stored_as_of"}),
-                       on="sku", how="left")
+    joined, matched = _match(rows, current, keep_index=policy.scope == "full")
 
     if policy.mode == "set":
         # Never overwrite newer data: a row older than what is stored is skipped.
@@ -147,7 +147,8 @@ def plan_feed(
     zeroed = current.clear().select("sku", "quantity", "as_of")
     hold_reason = None
     if policy.scope == "full":
-        absent = current.join(rows.select("sku"), on="sku", how="anti")
+        absent = current if matched is None else current.filter(
+            pl.repeat(True, current.height, eager=True).scatter(matched, False))
         # A newer stored quantity is not zeroed by an older full feed either.
         zeroed = absent.filter(
             (pl.col("quantity") > 0)
@@ -192,6 +193,26 @@ def plan_feed(
                     counts=counts)
 
 
+def _match(rows: pl.DataFrame, current: pl.DataFrame, *,
+           keep_index: bool) -> tuple[pl.DataFrame, pl.Series | None]:
+    """``rows`` with the stored ``before`` and ``stored_as_of`` of each SKU, and,
+    with ``keep_index``, the positions in ``current`` that some row matched.
+
+    A string-keyed join over a million SKUs is most of a plan's cost, so it is
+    done once: the matched positions tell a full feed which stored SKUs it
+    left out, without a second (anti) join. Either side empty needs no join.
+    """
+    if not (rows.height and current.height):
+        joined = rows.with_columns(pl.lit(None, CURRENT_SCHEMA["quantity"]).alias("before"),
+                                   pl.lit(None, CURRENT_SCHEMA["as_of"]).alias("stored_as_of"))
+        return joined, None
+    stored = current.rename({"quantity": "before", "as_of": "stored_as_of"})
+    if not keep_index:
+        return rows.join(stored, on="sku", how="left", maintain_order="left"), None
+    joined = rows.join(stored.with_row_index("_stored"), on="sku", how="left", maintain_order="left")
+    return joined.drop("_stored"), joined.get_column("_stored").drop_nulls()
+
+
 ORDERS_SCHEMA = {"sku": pl.Utf8, "ordered_at": pl.Datetime("us", "UTC"), "units": pl.Int64}
 
 
@@ -212,3 +233,16 @@ def _subtract_later_orders(fresh: pl.DataFrame, orders: pl.DataFrame | None) -> 
         .with_columns(pl.col("recounted").fill_null(0))
         .with_columns((pl.col("after") - pl.col("recounted")).clip(lower_bound=0).alias("after"))
     )
+
+
+def covers_source(policy: FeedPolicy, rows: pl.DataFrame) -> bool:
+    """Whether applying this feed leaves every SKU of the source known as of the file's time.
+
+    A full feed states every SKU: the ones it names, and the absent ones (0).
+    When no row carries its own as-of, all of them are as of the file's
+    as-of, except rows the stale guard kept because they are newer still.
+    The store can then record that one time for the whole source instead of
+    moving every unchanged row's as-of.
+    """
+    return (policy.scope == "full" and policy.mode == "set"
+            and ("as_of" not in rows.columns or rows.get_column("as_of").null_count() == rows.height))
