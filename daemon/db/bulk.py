@@ -326,18 +326,17 @@ def write_plan(
                 f"INSERT INTO products (id, merchant_id, sku, created_at) "
                 f"SELECT product_id, :m, sku, :now FROM {_STAGE} WHERE flag & :new"), params)
         else:
-            # Another source of the merchant may create the same SKU at the
-            # same time (the lock is per source): whoever is second keeps the
-            # first one's product.
+            # The new ids come back through RETURNING and a hash join with
+            # the stage, not by probing the products index once per row.
             session.execute(text(
-                f"INSERT INTO products (merchant_id, sku, created_at) "
+                f"WITH created AS (INSERT INTO products (merchant_id, sku, created_at) "
                 f"SELECT :m, sku, :now FROM {_STAGE} WHERE product_id IS NULL "
-                f"ON CONFLICT (merchant_id, sku) DO NOTHING"), params)
-            if n_new > 1000:
-                # The planner still believes products is as small as before
-                # this transaction and would probe it row by row.
-                session.connection().exec_driver_sql("ANALYZE products")
-                session.connection().exec_driver_sql(f"ANALYZE {_STAGE}")
+                f"ON CONFLICT (merchant_id, sku) DO NOTHING RETURNING id, sku) "
+                f"UPDATE {_STAGE} s SET product_id = created.id FROM created "
+                f"WHERE s.sku = created.sku"), params)
+            # Another source of the merchant may create the same SKU at the
+            # same time (the lock is per source): whoever is second (DO
+            # NOTHING above) keeps the first one's product.
             session.execute(text(
                 f"UPDATE {_STAGE} s SET product_id = p.id FROM products p "
                 f"WHERE s.product_id IS NULL AND p.merchant_id = :m AND p.sku = s.sku"), params)
@@ -349,11 +348,22 @@ def write_plan(
         f"CASE WHEN s.flag & :zeroed <> 0 THEN 'feed_zeroed' ELSE 'feed' END, :ref, :actor, :now "
         f"FROM {_STAGE} s WHERE s.flag & :changed <> 0"
     ), params)
-    session.execute(text(
-        f"INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
-        f"SELECT :src, s.product_id, s.after, {as_of_sql}, :now FROM {_STAGE} s WHERE true "
-        f"ON CONFLICT (source_id, product_id) DO UPDATE SET quantity = excluded.quantity, "
-        f"as_of = excluded.as_of, updated_at = CASE WHEN stock.quantity <> excluded.quantity "
-        f"THEN excluded.updated_at ELSE stock.updated_at END"
-    ), params)
+    if n_new:
+        # A product created in this transaction has no stock row anywhere
+        # yet: a plain insert spares PostgreSQL's per-row speculative
+        # insertion (the upsert below) for the whole of a first load.
+        session.execute(text(
+            f"INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
+            f"SELECT :src, s.product_id, s.after, {as_of_sql}, :now FROM {_STAGE} s "
+            f"WHERE s.flag & :new <> 0"
+        ), params)
+    if n_new < writes.height:
+        session.execute(text(
+            f"INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
+            f"SELECT :src, s.product_id, s.after, {as_of_sql}, :now FROM {_STAGE} s "
+            f"WHERE s.flag & :new = 0 "
+            f"ON CONFLICT (source_id, product_id) DO UPDATE SET quantity = excluded.quantity, "
+            f"as_of = excluded.as_of, updated_at = CASE WHEN stock.quantity <> excluded.quantity "
+            f"THEN excluded.updated_at ELSE stock.updated_at END"
+        ), params)
     session.connection().exec_driver_sql(f"DELETE FROM {_STAGE}")
