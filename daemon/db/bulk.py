@@ -119,12 +119,15 @@ def _is_sqlite(session: Session) -> bool:
 def _resolve_ids(session: Session, merchant_id: int, writes: pl.DataFrame,
                  known: pl.DataFrame | None) -> pl.DataFrame:
     """``writes`` with ``product_id`` (null where the product does not exist yet)."""
-    if known is not None and "product_id" in known.columns:
-        writes = writes.join(known.select("sku", "product_id"), on="sku", how="left")
+    if known is not None and "product_id" in known.columns and known.height:
+        # Semi first: its hash table is over the (usually few) writes, not
+        # over the million stored SKUs (about 100 MB for the left join alone).
+        ids = known.select("sku", "product_id").join(writes.select("sku"), on="sku", how="semi")
+        writes = writes.join(ids, on="sku", how="left", maintain_order="left")
         in_stock = known.height
     else:
         writes = writes.with_columns(pl.lit(None, pl.Int64).alias("product_id"))
-        in_stock = 0
+        in_stock = known.height if known is not None and "product_id" in known.columns else 0
     missing = writes.get_column("product_id").null_count()
     if missing == 0:
         return writes
@@ -217,7 +220,8 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     the source lock in this transaction, so both key sets are exact.
     """
     default = default_as_of.astimezone(UTC)
-    only_as_of = _only_as_of(default) & pl.col("product_id").is_not_null()
+    only_as_of = (~pl.col("changed") & pl.col("before").is_not_null() & pl.col("product_id").is_not_null()
+                  & (pl.col("as_of") == pl.lit(default).dt.cast_time_unit("us")))
     moving = writes.filter(only_as_of).get_column("product_id")
     if moving.len() == 0:
         return writes
@@ -248,37 +252,31 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     return writes.filter(~only_as_of)
 
 
-def _only_as_of(default_as_of: datetime) -> pl.Expr:
-    """Writes whose only effect is "as-of := the file's as-of" (same quantity)."""
-    default = pl.lit(default_as_of.astimezone(UTC)).dt.cast_time_unit("us")
-    return ~pl.col("changed") & pl.col("before").is_not_null() & (pl.col("as_of") == default)
-
-
 def write_plan(
     session: Session, source: Source, writes: pl.DataFrame, *,
     reference: str, actor: str, now: datetime, current: pl.DataFrame | None = None,
-    default_as_of: datetime | None = None, covers_source: bool = False,
+    default_as_of: datetime | None = None, covers_as_of: datetime | None = None,
 ) -> None:
     """Write the products, stock and ledger rows of a plan's ``writes``.
 
     ``current`` is what ``load_current`` returned in this transaction; its
     product ids spare a lookup per row. ``default_as_of`` is the file's as-of
-    time (rows without their own); see ``_move_as_of``. ``covers_source``
-    says the plan states every SKU of the source as of ``default_as_of`` (a
-    full feed without per-row times): then the unchanged rows are not
-    written at all and the source's ``full_feed_as_of`` moves instead.
+    time (rows without their own); see ``_move_as_of``. ``covers_as_of``
+    (``FeedPlan.covers_as_of``) is set when the plan states every SKU of the
+    source as of that time: the source's ``full_feed_as_of`` moves to it, and
+    the plan holds no rows whose only write would be that as-of.
     """
-    if covers_source and default_as_of is not None:
-        if source.full_feed_as_of is None or source.full_feed_as_of < default_as_of:
-            source.full_feed_as_of = default_as_of
-        writes = writes.filter(~_only_as_of(default_as_of))
+    if covers_as_of is not None and (source.full_feed_as_of is None
+                                     or source.full_feed_as_of < covers_as_of):
+        # Never backwards: a late full feed's rows were stale, not its time.
+        source.full_feed_as_of = covers_as_of
     if writes.height == 0:
         return
     sqlite = _is_sqlite(session)
     merchant_id, source_id = source.merchant_id, source.id
     writes = _resolve_ids(session, merchant_id, writes, current)
     if (current is not None and default_as_of is not None and "product_id" in current.columns
-            and not covers_source):
+            and covers_as_of is None):
         # Before any stock row is inserted: _move_as_of relies on the
         # source's stock being exactly ``current``.
         writes = _move_as_of(session, source_id, writes, current, default_as_of)

@@ -167,10 +167,15 @@ class Processor:
         now = self._clock()
         row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
                                              for e in parsed.errors]
-        # SKUs we escaped in a template ('=SKU) come back as they were.
-        frame = parsed.frame.with_columns(
-            pl.when(pl.col("sku").str.contains(UNESCAPE_PATTERN)).then(pl.col("sku").str.slice(1))
-            .otherwise(pl.col("sku")).alias("sku"))
+        # SKUs we escaped in a template ('=SKU) come back as they were. Most
+        # files have none; a million-row copy of the frame to find out would
+        # cost tens of MB.
+        frame = parsed.frame
+        escaped = frame.get_column("sku").str.contains(UNESCAPE_PATTERN)
+        if escaped.any():
+            frame = frame.with_columns(
+                pl.when(escaped).then(pl.col("sku").str.slice(1)).otherwise(pl.col("sku")).alias("sku"))
+        del escaped
         groups, location_errors = _split_by_location(frame, info, self._book, parsed)
         row_errors += location_errors
         with self._sessions() as session, session.begin():
@@ -185,7 +190,7 @@ class Processor:
             upload.warnings = "\n".join(warnings) or None
             plans: list[tuple[SourceInfo, FeedPlan]] = []
             currents: dict[int, pl.DataFrame] = {}
-            covering: list[bool] = []
+            targets = [t.id for t, _ in groups]
             for target, rows in groups:
                 current = currents[target.id] = bulk.load_current(session, target.id)
                 target_policy = feed_policy(target)
@@ -193,11 +198,14 @@ class Processor:
                            if target_policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
                 later = (_orders_after(session, target.id, rows, as_of)
                          if target_policy.mode == "set" else None)
-                covering.append(covers_source(target_policy, rows))
+
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
                                                 quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
-                                                orders_after=later)))
+                                                orders_after=later,
+                                                # Two locations mapped to one source: neither covers it.
+                                                covers=(covers_source(target_policy, rows)
+                                                        and targets.count(target.id) == 1))))
             for _, plan in plans:
                 row_errors += [(r["row"], r["column"], r["value"], r["sku"], r["message"])
                                for r in plan.problems.iter_rows(named=True)]
@@ -225,17 +233,16 @@ class Processor:
                 rejection = f"no valid rows: {len(row_errors)} row error(s)"
             if rejection:
                 return self._finish(session, upload, "rejected", rejection, counts=held_counts), plans
-            targets = [t.id for t, _ in plans]
-            for (target, plan), covers in zip(plans, covering):
+            for target, plan in plans:
                 # ``current`` lets write_plan skip id lookups and move as-of
                 # times set-wise; it is exact only while no other plan of
                 # this file writes the same source (two locations mapped to
-                # one source), and only then can one plan cover the source.
+                # one source).
                 alone = targets.count(target.id) == 1
                 bulk.write_plan(session, _source_row(session, target), plan.writes,
                                 reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
                                 now=now, current=currents[target.id] if alone else None,
-                                default_as_of=as_of, covers_source=covers and alone)
+                                default_as_of=as_of, covers_as_of=plan.covers_as_of)
             status = "applied_with_errors" if row_errors else "applied"
             recounted = counts.pop("recounted", 0)
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from daemon.cells import escape_cell
+from daemon.cells import escape_text_columns
 
 if TYPE_CHECKING:
     from daemon.db.uploads import ErrorRow, HistoryRow
+    from daemon.inventory.feed import FeedPlan
 
 SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64, "outcome": pl.Utf8, "error": pl.Utf8}
 
@@ -26,22 +27,15 @@ def result_name(spool_name: str) -> str:
     return f"{spool_name}.result.csv"
 
 
-def _row_outcomes(status: str, frames: object) -> pl.DataFrame:
+def _row_outcomes(status: str, frames: object) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """A line per valid row, in the file's order, and the zeroed SKUs of each plan."""
     parsed, plans = frames  # type: ignore[misc]
     valid = parsed.frame.select("row", "sku", "quantity")
     if status in ("held", "rejected"):
         return valid.with_columns(pl.lit(f"not applied ({status})").alias("outcome"),
-                                  pl.lit(None, pl.Utf8).alias("error"))
-    parts = []
-    for _, plan in plans:
-        w = plan.writes
-        parts.append(w.filter(pl.col("row").is_not_null()).select(
-            "row", pl.when(pl.col("changed")).then(pl.lit("applied")).otherwise(pl.lit("unchanged"))
-            .alias("outcome")))
-        parts.append(plan.stale.select("row", pl.lit("stale").alias("outcome")))
-    marked = pl.concat(parts) if parts else pl.DataFrame(schema={"row": pl.Int64, "outcome": pl.Utf8})
-    rows = valid.join(marked, on="row", how="left").with_columns(
-        pl.col("outcome").fill_null("unchanged"), pl.lit(None, pl.Utf8).alias("error"))
+                                  pl.lit(None, pl.Utf8).alias("error")), []
+    outcome = _outcome(valid.get_column("row"), [plan for _, plan in plans])
+    rows = valid.with_columns(outcome.alias("outcome"), pl.lit(None, pl.Utf8).alias("error"))
     zeroed = [
         plan.writes.filter(pl.col("zeroed")).select(
             pl.lit(None, pl.Int64).alias("row"), "sku", pl.col("after").alias("quantity"),
@@ -49,7 +43,77 @@ def _row_outcomes(status: str, frames: object) -> pl.DataFrame:
             pl.lit(None, pl.Utf8).alias("error"))
         for _, plan in plans
     ]
-    return pl.concat([rows, *zeroed], how="vertical_relaxed")
+    return rows, zeroed
+
+
+def _outcome(numbers: pl.Series, plans: list[FeedPlan]) -> pl.Expr:
+    """applied, stale or unchanged for each valid row, by its number.
+
+    A row number is in at most one plan, at most once (a file's rows are
+    split by location), so looking it up among the applied and the stale
+    ones says what a join on row would.
+    """
+    if len(plans) == 1 and not numbers.has_nulls():
+        writes = plans[0].writes.head(numbers.len())
+        if writes.get_column("row").equals(numbers):
+            # Every row is written, in the file's order (a first load, or a
+            # feed newer than the store): ``changed`` says it, no lookup.
+            return (pl.when(writes.get_column("changed")).then(pl.lit("applied"))
+                    .otherwise(pl.lit("unchanged")))
+    applied = [plan.writes.get_column("row").filter(plan.writes.get_column("changed")).drop_nulls()
+               for plan in plans]
+    stale = [plan.stale.get_column("row") for plan in plans]
+    return (pl.when(_among(applied)).then(pl.lit("applied"))
+            .when(_among(stale)).then(pl.lit("stale"))
+            .otherwise(pl.lit("unchanged")))
+
+
+def _among(parts: list[pl.Series]) -> pl.Expr:
+    """Whether a row's number is in one of ``parts``."""
+    found = [part for part in parts if not part.is_empty()]
+    return pl.col("row").is_in(pl.concat(found).implode()) if found else pl.lit(False)
+
+
+def _in_row_order(head: pl.DataFrame, rows: pl.DataFrame | None, zeroed: list[pl.DataFrame],
+                  errors: pl.DataFrame) -> pl.DataFrame:
+    """The table a stable sort on row, nulls first, makes of head, rows, zeroed
+    and errors in that order.
+
+    The valid rows come in the file's order, which is row order, so the
+    other parts go around them: a million rows are sorted only when they are
+    out of order or many error lines with a row number go among them.
+    """
+    head, errors = head.cast(SCHEMA), errors.cast(SCHEMA)  # type: ignore[arg-type]
+    zeroed = [part.cast(SCHEMA) for part in zeroed]  # type: ignore[arg-type]
+    if rows is None:
+        return pl.concat([head, errors]).sort("row", nulls_last=False, maintain_order=True)
+    rows = rows.cast(SCHEMA)  # type: ignore[arg-type]
+    numbers = rows.get_column("row")
+    if numbers.has_nulls() or not numbers.is_sorted():
+        return (pl.concat([head, rows, *zeroed, errors])
+                .sort("row", nulls_last=False, maintain_order=True))
+    numbered = errors.filter(pl.col("row").is_not_null())
+    if numbered.height > _FEW:
+        rows = pl.concat([rows, numbered]).sort("row", maintain_order=True)
+    elif not numbered.is_empty():
+        rows = _place(rows, numbered.sort("row", maintain_order=True))
+    return pl.concat([head, *zeroed, errors.filter(pl.col("row").is_null()), rows])
+
+
+# Up to this many error lines are put among the rows one by one (a slice
+# each); more are sorted in with them.
+_FEW = 100
+
+
+def _place(rows: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
+    """``lines`` put into ``rows`` (both in row order), each after every row
+    whose number is not above its own."""
+    cuts = rows.get_column("row").search_sorted(lines.get_column("row"), side="right")
+    pieces, start = [], 0
+    for i, cut in enumerate(cuts.to_list()):
+        pieces += [rows.slice(start, cut - start), lines.slice(i, 1)]
+        start = cut
+    return pl.concat([*pieces, rows.slice(start)])
 
 
 def write_result(results_dir: Path, spool_name: str, history: HistoryRow,
@@ -61,17 +125,10 @@ def write_result(results_dir: Path, spool_name: str, history: HistoryRow,
           "outcome": "stale" if e.message.startswith("skipped:") else "error",
           "error": (f"{e.column}: {e.value!r}: {e.message}" if e.column else e.message)}
          for e in errors], schema=SCHEMA)
-    parts = [head]
-    if frames is not None:
-        parts.append(_row_outcomes(history.status, frames).cast(SCHEMA))  # type: ignore[arg-type]
-    parts.append(err.filter(pl.col("outcome") == "error"))
-    table = pl.concat(parts, how="vertical_relaxed").sort("row", nulls_last=False, maintain_order=True)
+    rows, zeroed = _row_outcomes(history.status, frames) if frames is not None else (None, [])
+    table = _in_row_order(head, rows, zeroed, err.filter(pl.col("outcome") == "error"))
     # Text cells that a spreadsheet would run as formulas are escaped.
-    needs_escape = pl.col("sku").str.contains(r"^[=+\-@\t\r]")
-    table = table.with_columns(
-        pl.when(needs_escape).then(pl.lit("'") + pl.col("sku")).otherwise(pl.col("sku")).alias("sku"),
-        pl.col("error").map_elements(escape_cell, return_dtype=pl.Utf8),
-    )
+    table = escape_text_columns(table, "sku", "error")
     results_dir.mkdir(parents=True, exist_ok=True)
     final = results_dir / result_name(spool_name)
     tmp = results_dir / f".{final.name}.tmp"

@@ -59,6 +59,9 @@ class FeedPlan:
     problems: pl.DataFrame
     hold_reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    # Set when the plan states every SKU of the source as of this time: the
+    # store records it for the source instead of in the unchanged rows.
+    covers_as_of: datetime | None = None
 
     @property
     def changed(self) -> pl.DataFrame:
@@ -83,6 +86,7 @@ def plan_feed(
     approved: bool = False,
     quantity_column: str = "quantity",
     orders_after: pl.DataFrame | None = None,
+    covers: bool = False,
 ) -> FeedPlan:
     """Plan one feed for one source.
 
@@ -94,6 +98,9 @@ def plan_feed(
     orders_after: (sku, ordered_at, units) taken from this source by orders;
     a snapshot does not know the units sold after its as-of time, so they
     are subtracted again (the oversell window). Set mode only.
+    covers: the store records this feed's as-of for the whole source
+    (``covers_source`` holds and nothing else writes the source in the same
+    apply), so an unchanged quantity needs no write to move its as-of.
     """
     rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
     rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
@@ -114,7 +121,10 @@ def plan_feed(
         # Never overwrite newer data: a row older than what is stored is skipped.
         is_stale = pl.col("stored_as_of").is_not_null() & (pl.col("as_of") < pl.col("stored_as_of"))
         stale = joined.filter(is_stale).select("row", "sku", "as_of", "stored_as_of")
-        fresh = joined.filter(~is_stale).with_columns(pl.col("quantity").alias("after"))
+        # Usually nothing is stale: then the join is the fresh rows, without
+        # a filtered copy of a million of them.
+        fresh = joined.filter(~is_stale) if stale.height else joined
+        fresh = fresh.with_columns(pl.col("quantity").alias("after"))
         fresh = _subtract_later_orders(fresh, orders_after)
     else:
         # Deltas are events, not counts: never stale, and they leave the
@@ -147,6 +157,7 @@ def plan_feed(
     zeroed = current.clear().select("sku", "quantity", "as_of")
     hold_reason = None
     if policy.scope == "full":
+        # The stored SKUs no row named: the positions the join did not match.
         absent = current if matched is None else current.filter(
             pl.repeat(True, current.height, eager=True).scatter(matched, False))
         # A newer stored quantity is not zeroed by an older full feed either.
@@ -172,8 +183,11 @@ def plan_feed(
         pl.col("as_of").alias("stored_as_of"),
     )
 
-    # Unchanged quantities are written only when their as-of moves forward.
-    moves = pl.col("changed") | pl.col("stored_as_of").is_null() | (pl.col("as_of") > pl.col("stored_as_of"))
+    # Unchanged quantities are written only when their as-of moves forward,
+    # and not even then when the source's as-of covers them.
+    moves = pl.col("changed") | pl.col("stored_as_of").is_null()
+    if not covers:
+        moves = moves | (pl.col("as_of") > pl.col("stored_as_of"))
     writes = (
         pl.concat([fed, zero_writes.cast(fed.schema)])  # type: ignore[arg-type]
         .filter(moves).drop("stored_as_of").cast(WRITES_SCHEMA)  # type: ignore[arg-type]
@@ -190,7 +204,7 @@ def plan_feed(
         "recounted": recounted,
     }
     return FeedPlan(writes=writes, stale=stale, problems=problem_frame, hold_reason=hold_reason,
-                    counts=counts)
+                    counts=counts, covers_as_of=default_as_of if covers else None)
 
 
 def _match(rows: pl.DataFrame, current: pl.DataFrame, *,
@@ -201,16 +215,46 @@ def _match(rows: pl.DataFrame, current: pl.DataFrame, *,
     A string-keyed join over a million SKUs is most of a plan's cost, so it is
     done once: the matched positions tell a full feed which stored SKUs it
     left out, without a second (anti) join. Either side empty needs no join.
+    The rows keep the file's order, which the writes and their ledger follow.
     """
     if not (rows.height and current.height):
         joined = rows.with_columns(pl.lit(None, CURRENT_SCHEMA["quantity"]).alias("before"),
                                    pl.lit(None, CURRENT_SCHEMA["as_of"]).alias("stored_as_of"))
         return joined, None
     stored = current.rename({"quantity": "before", "as_of": "stored_as_of"})
-    if not keep_index:
-        return rows.join(stored, on="sku", how="left", maintain_order="left"), None
-    joined = rows.join(stored.with_row_index("_stored"), on="sku", how="left", maintain_order="left")
-    return joined.drop("_stored"), joined.get_column("_stored").drop_nulls()
+    at = _positions(rows.get_column("sku"), stored.get_column("sku"))
+    if at is None:
+        at = (rows.select("sku").join(stored.select("sku").with_row_index("_at"), on="sku", how="left",
+                                      maintain_order="left").get_column("_at"))
+    joined = rows.with_columns(stored.get_column(c).gather(at) for c in stored.columns if c != "sku")
+    return joined, (at.drop_nulls() if keep_index else None)
+
+
+def _positions(skus: pl.Series, stored: pl.Series) -> pl.Series | None:
+    """For each SKU, its position in ``stored`` (null where absent); None if hashes collide.
+
+    This is the left join on SKU, by binary search over sorted 64-bit
+    hashes. polars' string-keyed join over a million SKUs needs about 200 MB
+    at its peak (its hash table and partitions), which is most of what a
+    re-sent feed costs in memory; this needs a few arrays of a million
+    integers. Exact: equal SKUs have equal hashes, so a SKU whose hash is
+    not stored is not stored, and every hash found is checked against the
+    SKU itself. Two stored SKUs with one hash, or a hash found for another
+    SKU, return None and the caller joins on the strings.
+    """
+    hashes = stored.hash()
+    order = hashes.arg_sort()
+    ordered = hashes.gather(order)
+    if stored.len() > 1 and (ordered.diff() == 0).any():
+        return None
+    wanted = skus.hash()
+    slot = ordered.search_sorted(wanted, side="left").clip(upper_bound=max(stored.len() - 1, 0))
+    found = ordered.gather(slot) == wanted
+    at = pl.select(pl.when(found).then(order.gather(slot))).to_series().rename("_at")
+    same = stored.gather(at) == skus
+    if (found & ~same.fill_null(False)).any():
+        return None
+    return at
 
 
 ORDERS_SCHEMA = {"sku": pl.Utf8, "ordered_at": pl.Datetime("us", "UTC"), "units": pl.Int64}
