@@ -4,10 +4,13 @@
 
 1. A full feed of N rows applied to an empty SQLite store, end to end (intake,
    contained parse, plan, one transaction, archive, result file), against
-   polars.read_csv + a raw sqlite3 executemany upsert in one transaction.
+   polars.read_csv + a raw sqlite3 executemany upsert in one transaction into
+   a two-column table. For reference, also against the same rows written by
+   hand into Stockdrop's own tables (products, stock, ledger).
 2. The same feed again with 1% of quantities changed, against (1).
 3. An XLSX of M rows against polars.read_excel + the same raw upsert.
-4. Peak RSS of a process that applies the N-row feed (parser child included).
+4. Peak RSS while applying the N-row feed: the daemon process and its parser
+   worker together, sampled every 5 ms.
 5. The N-row feed on PostgreSQL against COPY into a temporary table plus
    INSERT ... ON CONFLICT.
 """
@@ -86,6 +89,48 @@ def ceiling_sqlite(frame_reader, db: Path) -> float:  # type: ignore[no-untyped-
     return time.perf_counter() - t0
 
 
+def ceiling_same_tables(csv_path: Path, db: Path) -> float:
+    """For reference: the same rows Stockdrop writes, by hand, into Stockdrop's own schema.
+
+    polars.read_csv, then one executemany per table (products, stock,
+    ledger) in one transaction, with foreign keys on as the daemon runs.
+    What the pipeline adds on top of this is its own cost (containment,
+    validation, planning, history, result file); the bare two-column
+    ceiling above also prices the schema itself.
+    """
+    from daemon.db import migrate
+    from daemon.db.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("INSERT INTO merchants (id, name, timezone, created_at) VALUES (1, 'm', 'UTC', '2026-01-01')")
+    conn.execute("INSERT INTO sources (id, merchant_id, name, kind, priority, created_at) "
+                 "VALUES (1, 1, 'wh', 'warehouse', 1, '2026-01-01')")
+    now = int(time.time() * 1_000_000)
+    t0 = time.perf_counter()
+    frame = pl.read_csv(csv_path, schema={"sku": pl.Utf8, "quantity": pl.Int64})
+    ids = range(1, frame.height + 1)
+    skus, quantities = frame.get_column("sku").to_list(), frame.get_column("quantity").to_list()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO products (id, merchant_id, sku, created_at) VALUES (?, 1, ?, ?)",
+                     zip(ids, skus, [now] * frame.height))
+    conn.executemany("INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
+                     "VALUES (1, ?, ?, ?, ?) ON CONFLICT (source_id, product_id) DO UPDATE "
+                     "SET quantity = excluded.quantity", zip(ids, quantities, [now] * frame.height,
+                                                             [now] * frame.height))
+    conn.executemany("INSERT INTO ledger (source_id, product_id, before, after, reason, reference, actor, at) "
+                     "VALUES (1, ?, 0, ?, 'feed', 'upload:1', 'upload:cli', ?)",
+                     zip(ids, quantities, [now] * frame.height))
+    conn.execute("COMMIT")
+    conn.close()
+    return time.perf_counter() - t0
+
+
 def ceiling_pg(csv_path: Path, url: str) -> float:
     import psycopg
 
@@ -122,6 +167,36 @@ from daemon.ingest.sources import SourceBook
 from daemon.ingest import contained
 from daemon.settings import load_settings
 import shutil
+import os, threading
+
+def _rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+def _tree(pid):
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [p for c in f.read().split() for p in _tree(int(c))]
+    except OSError:
+        pass
+    return out
+
+# Peak of the whole tree at one moment (the daemon and its parser worker
+# together), sampled; the two ru_maxrss peaks below need not coincide.
+peak = [0]
+def _sample():
+    while True:
+        peak[0] = max(peak[0], sum(_rss_kb(p) for p in _tree(os.getpid())))
+        time.sleep(0.005)
+threading.Thread(target=_sample, daemon=True).start()
 settings = load_settings(sys.argv[1])
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 engine = make_engine(settings.database_url)
@@ -146,7 +221,8 @@ for f in sys.argv[2:]:
 contained.close()
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024}))
+print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024,
+                  "rss_tree_mb": peak[0] / 1024}))
 """
     cfg = workdir / "stockdrop.toml"
     cfg.write_text(CONFIG.format(database=database))
@@ -187,13 +263,15 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     sq = apply_once(tmp / "sq", [feed, feed2], "")
     first, again = sq["runs"]
     assert first["status"] == again["status"] == "applied", sq
-    rss = sq["rss_self_mb"] + sq["rss_child_mb"]
     print(f"csv full feed, empty SQLite:  stockdrop {first['seconds']:.2f}s  ceiling {base:.2f}s  "
           f"ratio {first['seconds'] / base:.2f}  (target <= 1.5)")
+    same = ceiling_same_tables(feed, tmp / "ceiling-same.db")
+    print(f"  for reference, the same rows into Stockdrop's schema by hand (executemany per table): "
+          f"{same:.2f}s, ratio {first['seconds'] / same:.2f}")
     print(f"same feed, 1% changed:        stockdrop {again['seconds']:.2f}s  first {first['seconds']:.2f}s  "
           f"ratio {again['seconds'] / first['seconds']:.2f}  (target <= 0.5; applied {again['applied']:,})")
-    print(f"peak RSS applying the feed:   daemon {sq['rss_self_mb']:.0f} MB + parser {sq['rss_child_mb']:.0f} MB "
-          f"= {rss:.0f} MB  (target < 600)")
+    print(f"peak RSS applying the feed:   {sq['rss_tree_mb']:.0f} MB, daemon and parser together  (target < 600; "
+          f"each alone at its peak: daemon {sq['rss_self_mb']:.0f} MB, parser {sq['rss_child_mb']:.0f} MB)")
 
     xlsx = tmp / "stock.xlsx"
     make_xlsx(xlsx, args.xlsx_rows)
