@@ -126,3 +126,21 @@ def test_migration_0007_keeps_every_stored_time_and_the_full_feed_as_of(database
     else:
         assert (as_of, at) == (micro + timedelta(hours=1), micro)
     migrate.upgrade(database.engine)
+
+
+@pytest.mark.parametrize("limit", [4, 10, 999])
+def test_staging_splits_rows_by_the_sqlite_builds_limit_on_bound_values(limit: int) -> None:
+    """Multi-row staging fills statements up to the limit and keeps every row, in order."""
+    import sqlite3
+
+    import polars as pl
+
+    from daemon.db.bulk import _insert_sqlite
+
+    conn = sqlite3.connect(":memory:")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    conn.execute("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)")
+    frame = pl.DataFrame({"a": list(range(2345)), "b": [f"s{i}" for i in range(2345)],
+                          "c": [i * 2 for i in range(2345)]})
+    _insert_sqlite(conn.cursor(), "t", frame)
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == frame.rows()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import sqlite3
 from datetime import UTC, datetime
 
 import polars as pl
@@ -165,9 +166,6 @@ def _stage_sqlite(session: Session, frame: pl.DataFrame) -> None:
         cur.close()
 
 
-_SQLITE_MAX_VARIABLES = 32766  # SQLite's default limit since 3.32
-
-
 def _insert_sqlite(cur, table: str, frame: pl.DataFrame) -> None:  # type: ignore[no-untyped-def]
     """Insert a frame's rows with multi-row VALUES statements.
 
@@ -177,7 +175,11 @@ def _insert_sqlite(cur, table: str, frame: pl.DataFrame) -> None:  # type: ignor
     Values must be plain ints and strs (see the module docstring).
     """
     width = frame.width
-    per = max(1, _SQLITE_MAX_VARIABLES // width)
+    # At most the build's limit on bound values (32766 by default since
+    # 3.32, 999 before; some builds allow far more, but statements of that
+    # size bought nothing more when measured).
+    limit = min(cur.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766)
+    per = max(1, limit // width)
     one = "(" + ", ".join("?" * width) + ")"
     statement = f"INSERT INTO {table} VALUES " + ", ".join([one] * per)
     # In slices: a million rows as Python lists would cost hundreds of MB.

@@ -89,12 +89,11 @@ class Stock(Base):
         {"sqlite_with_rowid": False},
     )
 
-    source_id: Mapped[int] = mapped_column(
-        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
-    )
-    product_id: Mapped[int] = mapped_column(
-        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign keys: a bulk apply would pay two checks per row (migration
+    # 0008 has the measurements); every writer takes both ids from rows it
+    # has just read or created in the same transaction.
+    source_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     quantity: Mapped[int] = mapped_column(Integer)
     as_of: Mapped[datetime | None] = mapped_column(UTCMicros(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCMicros())

@@ -198,7 +198,6 @@ class Processor:
                            if target_policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
                 later = (_orders_after(session, target.id, rows, as_of)
                          if target_policy.mode == "set" else None)
-
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
                                                 quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
