@@ -76,44 +76,10 @@ def _among(parts: list[pl.Series]) -> pl.Expr:
 
 def _in_row_order(head: pl.DataFrame, rows: pl.DataFrame | None, zeroed: list[pl.DataFrame],
                   errors: pl.DataFrame) -> pl.DataFrame:
-    """The table a stable sort on row, nulls first, makes of head, rows, zeroed
-    and errors in that order.
-
-    The valid rows come in the file's order, which is row order, so the
-    other parts go around them: a million rows are sorted only when they are
-    out of order or many error lines with a row number go among them.
-    """
-    head, errors = head.cast(SCHEMA), errors.cast(SCHEMA)  # type: ignore[arg-type]
-    zeroed = [part.cast(SCHEMA) for part in zeroed]  # type: ignore[arg-type]
-    if rows is None:
-        return pl.concat([head, errors]).sort("row", nulls_last=False, maintain_order=True)
-    rows = rows.cast(SCHEMA)  # type: ignore[arg-type]
-    numbers = rows.get_column("row")
-    if numbers.has_nulls() or not numbers.is_sorted():
-        return (pl.concat([head, rows, *zeroed, errors])
-                .sort("row", nulls_last=False, maintain_order=True))
-    numbered = errors.filter(pl.col("row").is_not_null())
-    if numbered.height > _FEW:
-        rows = pl.concat([rows, numbered]).sort("row", maintain_order=True)
-    elif not numbered.is_empty():
-        rows = _place(rows, numbered.sort("row", maintain_order=True))
-    return pl.concat([head, *zeroed, errors.filter(pl.col("row").is_null()), rows])
-
-
-# Up to this many error lines are put among the rows one by one (a slice
-# each); more are sorted in with them.
-_FEW = 100
-
-
-def _place(rows: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
-    """``lines`` put into ``rows`` (both in row order), each after every row
-    whose number is not above its own."""
-    cuts = rows.get_column("row").search_sorted(lines.get_column("row"), side="right")
-    pieces, start = [], 0
-    for i, cut in enumerate(cuts.to_list()):
-        pieces += [rows.slice(start, cut - start), lines.slice(i, 1)]
-        start = cut
-    return pl.concat([*pieces, rows.slice(start)])
+    """head, rows, zeroed and errors, by row number (nulls first), ties in that order."""
+    parts = [head, *([rows] if rows is not None else []), *zeroed, errors]
+    return (pl.concat([part.cast(SCHEMA) for part in parts])  # type: ignore[arg-type]
+            .sort("row", nulls_last=False, maintain_order=True))
 
 
 def write_result(results_dir: Path, spool_name: str, history: HistoryRow,
