@@ -78,13 +78,10 @@ class UTCMicros(UTCDateTime):
         return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if dialect.name != "sqlite":
-            return super().process_bind_param(value, dialect)
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} stored; pass an aware UTC time")
-        return to_micros(value)
+        value = super().process_bind_param(value, dialect)  # refuses naive times; UTC
+        if dialect.name == "sqlite" and value is not None:
+            return to_micros(value.replace(tzinfo=UTC))  # the parent strips the zone for SQLite
+        return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if dialect.name != "sqlite" or value is None:

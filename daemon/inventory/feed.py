@@ -102,6 +102,10 @@ def plan_feed(
     (``covers_source`` holds and nothing else writes the source in the same
     apply), so an unchanged quantity needs no write to move its as-of.
     """
+    if covers and not covers_source(policy, rows):
+        # Rows with their own times, or a partial feed: the source's time
+        # would claim an as-of for SKUs this feed does not state.
+        raise ValueError("covers=True needs a full set-mode feed whose rows carry no as-of")
     rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
     rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
     current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
@@ -212,9 +216,9 @@ def _match(rows: pl.DataFrame, current: pl.DataFrame, *,
     """``rows`` with the stored ``before`` and ``stored_as_of`` of each SKU, and,
     with ``keep_index``, the positions in ``current`` that some row matched.
 
-    A string-keyed join over a million SKUs is most of a plan's cost, so it is
-    done once: the matched positions tell a full feed which stored SKUs it
-    left out, without a second (anti) join. Either side empty needs no join.
+    Matching a million SKUs is most of a plan's cost, so it is done once:
+    the matched positions tell a full feed which stored SKUs it left out,
+    without a second (anti) join. Either side empty needs no matching.
     The rows keep the file's order, which the writes and their ledger follow.
     """
     if not (rows.height and current.height):

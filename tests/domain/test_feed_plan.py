@@ -14,7 +14,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.inventory.feed import WRITES_SCHEMA, FeedPolicy, plan_feed
+from daemon.inventory.feed import WRITES_SCHEMA, FeedPolicy, covers_source, plan_feed
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 SKUS = ["A", "B", "C", "D", "E", "F"]
@@ -91,6 +91,7 @@ def test_a_plan_is_the_same_by_hash_or_by_string_join_and_covering_drops_only_as
     from daemon.inventory import feed as module
 
     rows, current, catalog, policy = feed
+    covers = covers and covers_source(policy, rows)  # the only feeds that may cover a source
     # by_string: as if two SKUs' hashes collided, which sends the join to the strings.
     with mock.patch.object(module, "_positions", return_value=None) if by_string else mock.MagicMock():
         plan = plan_feed(rows, current, pl.Series("sku", catalog, pl.Utf8), policy, default_as_of=T0,
@@ -99,3 +100,16 @@ def test_a_plan_is_the_same_by_hash_or_by_string_join_and_covering_drops_only_as
     assert plan.writes.rows() == writes
     assert plan.stale.rows() == stale
     assert plan.covers_as_of == (T0 if covers else None)
+
+
+def test_a_plan_refuses_to_cover_a_source_the_feed_does_not_state_at_one_time() -> None:
+    import pytest
+
+    rows = pl.DataFrame([(2, "A", 1, T0)], schema=ROWS, orient="row")
+    empty = pl.DataFrame(schema=STORE)
+    with pytest.raises(ValueError, match="covers"):
+        plan_feed(rows, empty, pl.Series("sku", [], pl.Utf8), FeedPolicy(scope="full"),
+                  default_as_of=T0, covers=True)
+    with pytest.raises(ValueError, match="covers"):
+        plan_feed(rows.with_columns(pl.lit(None, ROWS["as_of"]).alias("as_of")), empty,
+                  pl.Series("sku", [], pl.Utf8), FeedPolicy(scope="partial"), default_as_of=T0, covers=True)

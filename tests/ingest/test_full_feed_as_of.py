@@ -81,31 +81,3 @@ def test_a_newer_manual_update_outlives_a_resent_full_feed_it_predates(make_env)
     assert env.quantities() == {"A": 40, "B": 3}
     assert as_of(env) == {"A": later, "B": T2}
 
-
-def test_two_sources_creating_the_same_new_skus_at_once_share_one_product_each(make_env) -> None:  # type: ignore[no-untyped-def]
-    import threading
-
-    from sqlalchemy import func
-
-    from daemon.db.models import Product
-
-    env = make_env()
-    body = "sku,quantity\n" + "".join(f"NEW-{i:05d},{i % 7}\n" for i in range(5000))
-    uploads = [env.arrive("wh1.csv", body, source="wh1"), env.arrive("wh2.csv", body + "EXTRA,1\n", source="wh2")]
-    start, outcomes = threading.Barrier(2), []
-
-    def apply(upload_id: int) -> None:
-        start.wait()
-        outcomes.append(env.pipeline.processor.process(upload_id))
-
-    threads = [threading.Thread(target=apply, args=(u,)) for u in uploads]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert sorted(o.status for o in outcomes) == ["applied", "applied"]
-    with env.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Product)) == 5001
-        per_source = dict(s.execute(select(Stock.source_id, func.count()).group_by(Stock.source_id)).all())
-    assert per_source == {env.source("wh1").id: 5000, env.source("wh2").id: 5001}
-    assert env.quantities("wh1")["NEW-00006"] == 6 and env.quantities("wh2")["NEW-00006"] == 6
