@@ -77,6 +77,12 @@ def _among(parts: list[pl.Series]) -> pl.Expr:
 def _in_row_order(head: pl.DataFrame, rows: pl.DataFrame | None, zeroed: list[pl.DataFrame],
                   errors: pl.DataFrame) -> pl.DataFrame:
     """head, rows, zeroed and errors, by row number (nulls first), ties in that order."""
+    if errors.is_empty() and (rows is None or rows.get_column("row").is_sorted()):
+        # Nothing to interleave (the usual case): the row-less lines lead and
+        # the rows are in order already. Sorting a million rows would cost
+        # more than writing them, and its copy is the apply's memory peak.
+        parts = [head, *zeroed, *([rows] if rows is not None else [])]
+        return pl.concat([part.cast(SCHEMA) for part in parts])  # type: ignore[arg-type]
     parts = [head, *([rows] if rows is not None else []), *zeroed, errors]
     return (pl.concat([part.cast(SCHEMA) for part in parts])  # type: ignore[arg-type]
             .sort("row", nulls_last=False, maintain_order=True))
