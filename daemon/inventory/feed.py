@@ -237,26 +237,25 @@ def _match(rows: pl.DataFrame, current: pl.DataFrame, *,
 def _positions(skus: pl.Series, stored: pl.Series) -> pl.Series | None:
     """For each SKU, its position in ``stored`` (null where absent); None if hashes collide.
 
-    This is the left join on SKU, by binary search over sorted 64-bit
-    hashes. polars' string-keyed join over a million SKUs needs about 200 MB
-    at its peak (its hash table and partitions), which is most of what a
-    re-sent feed costs in memory; this needs a few arrays of a million
-    integers. Exact: equal SKUs have equal hashes, so a SKU whose hash is
-    not stored is not stored, and every hash found is checked against the
-    SKU itself. Two stored SKUs with one hash, or a hash found for another
-    SKU, return None and the caller joins on the strings.
+    This is the left join on SKU, done on 64-bit hashes. polars' string-keyed
+    join over a million SKUs needs about 200 MB at its peak (its hash table
+    and partitions), which is most of what a re-sent feed costs in memory;
+    on integers it is about 85 MB and a fifth of the time. (A binary search
+    over sorted hashes took a little less memory and more than twice the
+    time.) Exact: equal SKUs have equal hashes, so a SKU whose hash is not
+    stored is not stored, and every hash found is checked against the SKU
+    itself. Two stored SKUs with one hash, or a hash found for another SKU,
+    return None and the caller joins on the strings.
     """
     hashes = stored.hash()
-    order = hashes.arg_sort()
-    ordered = hashes.gather(order)
-    if stored.len() > 1 and (ordered.diff() == 0).any():
+    if hashes.n_unique() != hashes.len():
         return None
-    wanted = skus.hash()
-    slot = ordered.search_sorted(wanted, side="left").clip(upper_bound=max(stored.len() - 1, 0))
-    found = ordered.gather(slot) == wanted
-    at = pl.select(pl.when(found).then(order.gather(slot))).to_series().rename("_at")
+    index = pl.int_range(0, stored.len(), dtype=pl.get_index_type(), eager=True)
+    at = (pl.DataFrame({"h": skus.hash()})
+          .join(pl.DataFrame({"h": hashes, "_at": index}), on="h", how="left", maintain_order="left")
+          .get_column("_at"))
     same = stored.gather(at) == skus
-    if (found & ~same.fill_null(False)).any():
+    if (at.is_not_null() & ~same.fill_null(False)).any():
         return None
     return at
 
