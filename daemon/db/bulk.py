@@ -24,12 +24,15 @@ What keeps it fast (each measured with ``python -m bench ingest``):
   times are integer microseconds (``types.UTCMicros``), not formatted text.
 - Rows are staged ordered by product id, so stock and ledger index inserts
   append instead of splitting pages all over the tree.
+- On SQLite, new products (all of a first load) skip the stage: their SKUs
+  and quantities go in as JSON arrays read by json_each (``_create_sqlite``).
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -305,6 +308,64 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     return writes.filter(~only_as_of)
 
 
+def _create_sqlite(session: Session, new: pl.DataFrame, top: int, *, merchant_id: int,
+                   source_id: int, now: datetime, reference: str, actor: str) -> bool:
+    """SQLite: create the products of ``new`` with their stock and ledger, unstaged.
+
+    Most of a first load. ``new``'s product ids are ``top`` + 1, + 2, ... in
+    its order (write_plan assigns them). The SKUs and the quantities go in
+    as one JSON array each, which SQLite's json_each reads as a table: no
+    per-value binding and no stage to write and read back, about 0.5 s of
+    a million rows. The ledger is then read from the stock rows just made
+    (ids over ``top``: nobody else can create any while BEGIN IMMEDIATE holds
+    the write lock). False, with nothing written, where that shape does not
+    fit and the caller stages the rows instead: rows with their own as-of
+    times, or a build of SQLite without JSON.
+    """
+    as_of = new.get_column("as_of")
+    if new.height == 0 or as_of.n_unique() != 1 or not _has_json(session):
+        return False
+    # For a new product, before is "nothing": the quantity changed exactly
+    # when it is not 0, and it cannot have been zeroed (it was not stored).
+    if not new.select((pl.col("changed") == (pl.col("after") != 0)).all() & ~pl.col("zeroed").any()).item():
+        return False
+    only = as_of.item(0)
+    params = {"m": merchant_id, "src": source_id, "top": top, "now": to_micros(now), "ref": reference,
+              "actor": actor, "as_of": None if only is None else to_micros(only)}
+    cur = _dbapi(session).cursor()
+    try:
+        cur.execute("INSERT INTO products (id, merchant_id, sku, created_at) "
+                    "SELECT :top + key + 1, :m, value, :now FROM json_each(:skus)",
+                    {**params, "skus": _json_text_array(new.get_column("sku"))})
+        cur.execute("INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
+                    "SELECT :src, :top + key + 1, value, :as_of, :now FROM json_each(:quantities)",
+                    {**params, "quantities": json.dumps(new.get_column("after").to_list())})
+        cur.execute("INSERT INTO ledger (source_id, product_id, before, after, reason, reference, actor, at) "
+                    "SELECT :src, product_id, 0, quantity, 'feed', :ref, :actor, :now FROM stock "
+                    "WHERE source_id = :src AND product_id > :top AND quantity <> 0", params)
+    finally:
+        cur.close()
+    return True
+
+
+def _has_json(session: Session) -> bool:
+    try:
+        session.connection().exec_driver_sql("SELECT json_valid('[]')")
+    except Exception:  # noqa: BLE001 - OperationalError from a build without JSON
+        return False
+    return True
+
+
+def _json_text_array(values: pl.Series) -> str:
+    """A JSON array of strings, built by polars where only quotes and backslashes need escaping."""
+    if values.len() == 0:
+        return "[]"
+    if values.str.contains(r"[\x00-\x1f]").any():
+        return json.dumps(values.to_list())  # control characters: the general encoder
+    escaped = values.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    return '["' + escaped.str.join('","').item() + '"]'
+
+
 def write_plan(
     session: Session, source: Source, writes: pl.DataFrame, *,
     reference: str, actor: str, now: datetime, current: pl.DataFrame | None = None,
@@ -344,6 +405,11 @@ def write_plan(
             pl.when(new).then(pl.lit(top, pl.Int64) + new.cast(pl.Int64).cum_sum())
             .otherwise(pl.col("product_id")).alias("product_id"),
             new.alias("_new"))
+        if _create_sqlite(session, writes.filter(pl.col("_new")), top, merchant_id=merchant_id,
+                          source_id=source_id, now=now, reference=reference, actor=actor):
+            writes, n_new = writes.filter(~pl.col("_new")), 0
+            if writes.height == 0:
+                return
     else:
         writes = writes.with_columns(new.alias("_new"))
     if sqlite:

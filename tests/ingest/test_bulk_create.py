@@ -1,0 +1,120 @@
+"""New products, their stock and their ledger, as a first load writes them (``bulk._create_sqlite``).
+
+Each test states what must be stored, row by row, so it holds for both
+ways a plan is written: unstaged through JSON arrays (SQLite, new products
+with one as-of) and staged (everything else, and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from daemon.db import bulk
+from daemon.db.models import LedgerEntry, Product, Stock
+from tests.ingest.conftest import IngestEnv
+
+T1 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+T2 = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)
+# Quotes, backslashes, a control character, a JSON-looking SKU, non-ASCII,
+# leading zeros: the SKUs travel inside a JSON text.
+SKUS = ['plain', 'quo"te', 'back\\slash', 'tab\there', '["json"]', 'ünï', '007', 'zero']
+
+
+def feed(rows: list[tuple[str, int]], extra: str = "") -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["sku", "quantity", *([extra] if extra else [])])
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def stored(env: IngestEnv) -> tuple[dict[str, tuple[int, datetime | None, datetime]], list[tuple]]:
+    with env.sessions() as s:
+        stock = {sku: (q, a, u) for sku, q, a, u in s.execute(
+            select(Product.sku, Stock.quantity, Stock.as_of, Stock.updated_at)
+            .join(Stock, Stock.product_id == Product.id)
+            .where(Stock.source_id == env.source().id)).all()}
+        ledger = [tuple(r) for r in s.execute(
+            select(Product.sku, LedgerEntry.before, LedgerEntry.after, LedgerEntry.reason,
+                   LedgerEntry.reference, LedgerEntry.actor, LedgerEntry.at, LedgerEntry.source_id)
+            .join(Product, Product.id == LedgerEntry.product_id).order_by(LedgerEntry.id)).all()]
+        ids = s.scalars(select(Product.id).order_by(Product.id)).all()
+    assert ids == list(range(ids[0], ids[0] + len(ids))) if ids else True  # no gaps, no reuse
+    return stock, ledger
+
+
+@pytest.fixture
+def unstaged(monkeypatch):  # type: ignore[no-untyped-def]
+    """Counts the plans written unstaged."""
+    calls: list[bool] = []
+    real = bulk._create_sqlite
+
+    def spy(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(real(*args, **kw))
+        return calls[-1]
+
+    monkeypatch.setattr(bulk, "_create_sqlite", spy)
+    return calls
+
+
+def test_a_first_load_stores_every_sku_and_a_ledger_entry_for_each_nonzero(make_env, database, unstaged) -> None:  # type: ignore[no-untyped-def]
+    env = make_env()
+    rows = [(sku, 0 if sku == "zero" else i + 1) for i, sku in enumerate(SKUS)]
+    out = env.upload("first.csv", feed(rows), received_at=T1)
+    assert (out.status, out.counts["applied"], out.counts["unchanged"]) == ("applied", 7, 1)
+    stock, ledger = stored(env)
+    assert {sku: q for sku, (q, _, _) in stock.items()} == dict(rows)
+    assert {a for _, a, _ in stock.values()} == {T1}
+    ref = f"upload:{out.upload_id}"
+    assert [(sku, b, a, r, rf, ac) for sku, b, a, r, rf, ac, _, _ in ledger] == [
+        (sku, 0, q, "feed", ref, "upload:cli") for sku, q in rows if q]
+    assert {at for *_, at, _ in ledger} == {stock["plain"][2]}  # the apply's time, on every row
+    assert {src for *_, src in ledger} == {env.source().id}
+    assert unstaged == ([True] if database.engine.dialect.name == "sqlite" else [])
+
+
+def test_new_and_known_skus_in_one_feed_are_both_written(make_env, unstaged) -> None:  # type: ignore[no-untyped-def]
+    env = make_env()
+    env.upload("first.csv", feed([("plain", 1), ("007", 2)]), received_at=T1)
+    out = env.upload("second.csv", feed([("plain", 5), ("007", 2), ("quo\"te", 3), ("zero", 0)]),
+                     received_at=T2)
+    assert (out.status, out.counts["applied"], out.counts["unchanged"]) == ("applied", 2, 2)
+    stock, ledger = stored(env)
+    assert {sku: (q, a) for sku, (q, a, _) in stock.items()} == {
+        "plain": (5, T2), "007": (2, T2), "quo\"te": (3, T2), "zero": (0, T2)}
+    # Within one upload the entries' order means nothing (they share their time).
+    assert [(sku, b, a) for sku, b, a, *_ in ledger[:2]] == [("plain", 0, 1), ("007", 0, 2)]
+    assert sorted((sku, b, a) for sku, b, a, *_ in ledger[2:]) == [("plain", 1, 5), ("quo\"te", 0, 3)]
+
+
+def test_rows_with_their_own_as_of_are_staged_and_keep_their_times(make_env, unstaged) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(feed='as_of_from = "column"')
+    body = "sku,quantity,updated_at\nA,1,2026-11-30T08:00:00Z\nB,2,2026-11-30T20:00:00Z\n"
+    out = env.upload("timed.csv", body)
+    assert out.status == "applied", out
+    stock, _ = stored(env)
+    assert {sku: (q, a) for sku, (q, a, _) in stock.items()} == {"A": (1, T1), "B": (2, T2)}
+    assert True not in unstaged
+
+
+def test_a_second_merchant_source_reuses_the_products_the_first_created(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env()
+    env.upload("first.csv", feed([("plain", 1), ("ünï", 2)]), received_at=T1)
+    out = env.upload("other.csv", feed([("plain", 4), ("new", 6)]), source="wh2", received_at=T1)
+    assert out.status == "applied"
+    with env.sessions() as s:
+        assert sorted(s.scalars(select(Product.sku)).all()) == ["new", "plain", "ünï"]
+
+
+@pytest.mark.parametrize("values", [SKUS, [s for s in SKUS if "\t" not in s], [], ['"', "\\", '\\"', ""]])
+def test_the_json_array_of_skus_reads_back_exactly(values) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import polars as pl
+
+    assert json.loads(bulk._json_text_array(pl.Series(values, dtype=pl.Utf8))) == values
