@@ -7,6 +7,7 @@ from typing import Any
 from daemon import exitcodes
 from daemon.cli.app import App
 from daemon.db.catalog import sync_config
+from daemon.db.checkpoint import Checkpointer
 from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.errors import ConfigError, UserError
@@ -31,6 +32,9 @@ def build_services(app: App) -> list[Any]:
     pipeline = Pipeline(settings, sessions, book)
     services = pipeline.services()
     services.extend(endpoint_services(settings, pipeline, sessions))
+    if app.engine.dialect.name == "sqlite":
+        # First, so it stops last: the workers' final commits get checkpointed.
+        services.insert(0, Checkpointer(app.engine))
     return services
 
 

@@ -36,7 +36,7 @@ def test_memory_freed_by_polars_goes_back_at_once_once_the_daemon_package_is_imp
 
 
 def test_without_it_the_allocator_keeps_the_pages_which_is_what_the_test_above_would_catch():
-    # The control: polars loaded first, jemalloc's default (pages kept for
-    # about ten seconds). If this ever holds nothing, the probe above has
-    # stopped measuring the setting.
+    # The control: polars loaded first, with its own decay (pages kept for
+    # half a second and more). If this ever holds nothing, the probe above
+    # has stopped measuring the setting.
     assert _held_mb("polars", "daemon") > 300

@@ -135,30 +135,30 @@ def _load_aggregated(session: Session, source_id: int, as_of: str, joins: str) -
             f"SELECT count(*), group_concat(p.sku, char(31)), group_concat(s.quantity), "
             f"group_concat(ifnull({as_of}, '')), group_concat(s.product_id) "
             f"FROM stock s {joins} WHERE s.source_id = ?", (source_id,))
-        count, skus, quantities, as_ofs, ids = cur.fetchone()
+        count, *texts = cur.fetchone()
     except sqlite3.DataError:  # over SQLITE_MAX_LENGTH: a string that long
         return None
     finally:
         cur.close()
     if count == 0:
         return pl.DataFrame(schema=_CURRENT_WIRE)
-    try:
-        frame = pl.DataFrame({
-            "sku": pl.Series([skus], dtype=pl.Utf8).str.split(_UNIT_SEPARATOR).explode(),
-            "quantity": pl.Series([quantities], dtype=pl.Utf8).str.split(",").explode(),
-            "as_of": pl.Series([as_ofs], dtype=pl.Utf8).str.split(",").explode(),
-            "product_id": pl.Series([ids], dtype=pl.Utf8).str.split(",").explode(),
-        })
-    except pl.exceptions.ShapeError:  # a SKU held the separator
-        return None
-    if frame.height != count:
-        return None
-    try:
-        return frame.with_columns(
-            pl.col("quantity", "product_id").str.to_integer(strict=True),
-            pl.when(pl.col("as_of") != "").then(pl.col("as_of")).str.to_integer(strict=True))
-    except pl.exceptions.ComputeError:  # not an integer: read it row by row
-        return None
+    columns: dict[str, pl.Series] = {}
+    # One column at a time, each string dropped once split: the four at once
+    # would be this read's memory peak.
+    for name, separator in (("sku", _UNIT_SEPARATOR), ("quantity", ","), ("as_of", ","), ("product_id", ",")):
+        part = pl.Series(name, [texts.pop(0)], dtype=pl.Utf8).str.split(separator).explode()
+        if part.len() != count:  # a SKU held the separator
+            return None
+        if name != "sku":
+            try:
+                part = part.to_frame().select(
+                    pl.when(pl.col(name) != "").then(pl.col(name)).str.to_integer(strict=True)).to_series()
+            except pl.exceptions.ComputeError:  # not an integer
+                return None
+            if name != "as_of" and part.has_nulls():
+                return None
+        columns[name] = part
+    return pl.DataFrame(columns)
 
 
 def load_catalog(session: Session, merchant_id: int) -> pl.Series:
