@@ -158,7 +158,7 @@ def ceiling_pg(csv_path: Path, url: str) -> float:
     return elapsed
 
 
-def apply_once(workdir: Path, files: list[Path], database: str) -> list[dict]:
+def apply_once(workdir: Path, files: list[Path], database: str) -> dict:
     """Apply files in a fresh process (so RSS is this work's alone); returns timings."""
     script = r"""
 import json, resource, sys, time
@@ -173,36 +173,7 @@ from daemon.ingest.sources import SourceBook
 from daemon.ingest import contained
 from daemon.settings import load_settings
 import shutil
-import os, threading
 
-def _rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-def _tree(pid):
-    out = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out += [p for c in f.read().split() for p in _tree(int(c))]
-    except OSError:
-        pass
-    return out
-
-# Peak of the whole tree at one moment (the daemon and its parser worker
-# together), sampled; the two ru_maxrss peaks below need not coincide.
-peak = [0]
-def _sample():
-    while True:
-        peak[0] = max(peak[0], sum(_rss_kb(p) for p in _tree(os.getpid())))
-        time.sleep(0.005)
-threading.Thread(target=_sample, daemon=True).start()
 settings = load_settings(sys.argv[1])
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 engine = make_engine(settings.database_url)
@@ -245,8 +216,7 @@ if checkpointer is not None:
 contained.close()
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024,
-                  "rss_tree_mb": peak[0] / 1024}))
+print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024}))
 """
     cfg = workdir / "stockdrop.toml"
     cfg.write_text(CONFIG.format(database=database))
@@ -254,11 +224,45 @@ print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": ch
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
     if ORIGINAL_ALLOCATOR_CONF is not None:
         env["_RJEM_MALLOC_CONF"] = ORIGINAL_ALLOCATOR_CONF
-    proc = subprocess.run([sys.executable, "-c", script, str(cfg), *map(str, files)],
-                          capture_output=True, text=True, cwd=Path(__file__).parent.parent, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"apply failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", script, str(cfg), *map(str, files)],
+                                stdout=out, stderr=err, text=True, cwd=Path(__file__).parent.parent, env=env)
+        # The peak of the whole tree at one moment (the daemon and its parser
+        # worker together; their two ru_maxrss peaks need not coincide),
+        # sampled from here: a sampling thread inside the measured process
+        # took the GIL from it often enough to slow it by a fifth.
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, sum(_rss_kb(p) for p in _tree(proc.pid)))
+            time.sleep(0.005)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"apply failed:\n{err.read()[-3000:]}")
+        result = json.loads(out.read().strip().splitlines()[-1])
+    return {**result, "rss_tree_mb": peak / 1024}
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [p for c in f.read().split() for p in _tree(int(c))]
+    except OSError:
+        pass
+    return out
 
 
 def main(argv: list[str]) -> int:
