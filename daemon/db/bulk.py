@@ -40,6 +40,7 @@ import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from daemon.db import stock_version
 from daemon.db.models import Source
 from daemon.db.types import to_micros
 
@@ -262,6 +263,15 @@ def _stage_pg(session: Session, frame: pl.DataFrame) -> None:
         copy.write(buf.getvalue())
 
 
+def _with_created_ids(session: Session, written: pl.DataFrame) -> pl.DataFrame:
+    """PostgreSQL: ``written`` with the ids the products created in this transaction got."""
+    with _dbapi(session).cursor() as cur:
+        cur.execute(f"SELECT sku, product_id FROM {_STAGE} WHERE flag & %s <> 0", (NEW,))
+        created = pl.DataFrame(cur.fetchall(), orient="row", schema={"sku": pl.Utf8, "_id": pl.Int64})
+    return (written.join(created, on="sku", how="left", maintain_order="left")
+            .with_columns(pl.coalesce("product_id", "_id").alias("product_id")).drop("_id"))
+
+
 def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current: pl.DataFrame,
                 default_as_of: datetime) -> pl.DataFrame:
     """Move the as-of of unchanged quantities with one UPDATE; returns the other writes.
@@ -366,11 +376,14 @@ def _json_text_array(values: pl.Series) -> str:
     return '["' + escaped.str.join('","').item() + '"]'
 
 
+WRITTEN_SCHEMA = {"sku": pl.Utf8, "product_id": pl.Int64, "after": pl.Int64, "as_of": pl.Datetime("us", "UTC")}
+
+
 def write_plan(
     session: Session, source: Source, writes: pl.DataFrame, *,
     reference: str, actor: str, now: datetime, current: pl.DataFrame | None = None,
     default_as_of: datetime | None = None, covers_as_of: datetime | None = None,
-) -> None:
+) -> pl.DataFrame:
     """Write the products, stock and ledger rows of a plan's ``writes``.
 
     ``current`` is what ``load_current`` returned in this transaction; its
@@ -379,25 +392,25 @@ def write_plan(
     (``FeedPlan.covers_as_of``) is set when the plan states every SKU of the
     source as of that time: the source's ``full_feed_as_of`` moves to it, and
     the plan holds no rows whose only write would be that as-of.
+
+    Returns the stock rows written (``WRITTEN_SCHEMA``), for a copy of the
+    source's stock kept outside the database (``ingest.stock_cache``).
     """
-    if covers_as_of is not None and (source.full_feed_as_of is None
-                                     or source.full_feed_as_of < covers_as_of):
+    moved = covers_as_of is not None and (source.full_feed_as_of is None
+                                          or source.full_feed_as_of < covers_as_of)
+    if moved:
         # Never backwards: a late full feed's rows were stale, not its time.
         source.full_feed_as_of = covers_as_of
+    if moved or writes.height:
+        stock_version.bump(session, source.id)
     if writes.height == 0:
-        return
+        return pl.DataFrame(schema=WRITTEN_SCHEMA)
     sqlite = _is_sqlite(session)
     merchant_id, source_id = source.merchant_id, source.id
     writes = _resolve_ids(session, merchant_id, writes, current)
-    if (current is not None and default_as_of is not None and "product_id" in current.columns
-            and covers_as_of is None):
-        # Before any stock row is inserted: _move_as_of relies on the
-        # source's stock being exactly ``current``.
-        writes = _move_as_of(session, source_id, writes, current, default_as_of)
-        if writes.height == 0:
-            return
     new = pl.col("product_id").is_null()
     n_new = writes.get_column("product_id").null_count()
+    top = 0
     if sqlite and n_new:
         # BEGIN IMMEDIATE holds the write lock: nobody else can take these ids.
         top = session.execute(text("SELECT coalesce(max(id), 0) FROM products")).scalar_one()
@@ -405,13 +418,25 @@ def write_plan(
             pl.when(new).then(pl.lit(top, pl.Int64) + new.cast(pl.Int64).cum_sum())
             .otherwise(pl.col("product_id")).alias("product_id"),
             new.alias("_new"))
+    else:
+        writes = writes.with_columns(new.alias("_new"))
+    written: pl.DataFrame | None = writes.select(list(WRITTEN_SCHEMA)).cast(WRITTEN_SCHEMA)  # type: ignore[arg-type]
+    # PostgreSQL's sequence gives new products their ids: filled in once they exist.
+    written_pending, written = (written, None) if not sqlite and n_new else (None, written)
+    if (current is not None and default_as_of is not None and "product_id" in current.columns
+            and covers_as_of is None):
+        # Before any stock row is inserted: _move_as_of relies on the
+        # source's stock being exactly ``current``. (New products are never
+        # as-of-only rows: they have no before.)
+        writes = _move_as_of(session, source_id, writes, current, default_as_of)
+        if writes.height == 0:
+            return written  # type: ignore[return-value]
+    if sqlite and n_new:
         if _create_sqlite(session, writes.filter(pl.col("_new")), top, merchant_id=merchant_id,
                           source_id=source_id, now=now, reference=reference, actor=actor):
             writes, n_new = writes.filter(~pl.col("_new")), 0
             if writes.height == 0:
-                return
-    else:
-        writes = writes.with_columns(new.alias("_new"))
+                return written  # type: ignore[return-value]
     if sqlite:
         # Plain ints and strs only (see the module docstring): times are
         # microseconds (types.UTCMicros), "none" is a sentinel, and a SKU is
@@ -457,6 +482,8 @@ def write_plan(
             session.execute(text(
                 f"UPDATE {_STAGE} s SET product_id = p.id FROM products p "
                 f"WHERE s.product_id IS NULL AND p.merchant_id = :m AND p.sku = s.sku"), params)
+            if written_pending is not None:
+                written = _with_created_ids(session, written_pending)
     before_sql = "CASE WHEN s.before < 0 THEN 0 ELSE s.before END" if sqlite else "COALESCE(s.before, 0)"
     as_of_sql = "CASE WHEN s.as_of = :none THEN NULL ELSE s.as_of END" if sqlite else "s.as_of"
     session.execute(text(
@@ -484,3 +511,5 @@ def write_plan(
             f"THEN excluded.updated_at ELSE stock.updated_at END"
         ), params)
     session.connection().exec_driver_sql(f"DELETE FROM {_STAGE}")
+    assert written is not None
+    return written

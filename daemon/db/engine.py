@@ -9,6 +9,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+# Registers the flush listener that bumps sources.stock_version on every ORM
+# write of stock: whoever makes a session has it.
+from daemon.db import stock_version  # noqa: F401
+
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 5) -> Engine:
     if url.startswith("postgresql://"):

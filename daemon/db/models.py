@@ -65,6 +65,9 @@ class Source(Base):
     # re-sent full feed moves this one value instead of every row's as_of.
     # A stock row's effective as-of is the later of the two (db.stock.effective_as_of).
     full_feed_as_of: Mapped[datetime | None] = mapped_column(UTCMicros(), nullable=True)
+    # Bumped by every transaction that writes this source's stock
+    # (db.stock_version); never read through this attribute, which can be stale.
+    stock_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Product(Base):

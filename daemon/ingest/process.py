@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.cells import UNESCAPE_PATTERN
-from daemon.db import bulk, orders, uploads
+from daemon.db import bulk, orders, stock_version, uploads
 from daemon.db.models import Upload
 from daemon.errors import FeedError
 from daemon.ingest.parse import ParsedFeed, ParseOptions
@@ -30,6 +30,7 @@ from daemon.ingest.market_files import apply_market_file
 from daemon.ingest.results import write_result
 from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.ingest.spool import SpoolDirs, move
+from daemon.ingest.stock_cache import StockCache, after_write
 from daemon.inventory.feed import FeedPlan, FeedPolicy, covers_source, plan_feed
 from daemon.settings import IngestSettings
 
@@ -37,6 +38,7 @@ log = structlog.get_logger("daemon.ingest.process")
 
 Parser = Callable[[Path, ParseOptions], ParsedFeed]
 ResultFrames: TypeAlias = "tuple[ParsedFeed, list[tuple[SourceInfo, FeedPlan]]] | None"
+_Kept: TypeAlias = "tuple[int, int, pl.DataFrame]"  # source id, stock version, stock
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Processor:
         self._ingest = ingest
         self._parse = parser
         self._clock = clock
+        self._stock = StockCache()
 
     # -- the steps -------------------------------------------------------
 
@@ -159,11 +162,18 @@ class Processor:
             return self._finish_alone(upload_id, "rejected", f"{original}: {exc}"), None
         as_of, as_of_note = default_as_of(info, original, received_at)
         warnings = [*parsed.warnings, *([as_of_note] if as_of_note else [])]
-        outcome, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved)
+        kept: list[_Kept] = []
+        outcome, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved, kept)
+        # Committed: what the apply read and wrote is each source's stock now.
+        for source_id, version, frame in kept:
+            self._stock.keep(source_id, version, frame)
         return outcome, (parsed, plans)
 
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
-               warnings: list[str], approved: bool) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
+               warnings: list[str], approved: bool,
+               kept: list[_Kept]) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
+        """Plan and apply in one transaction; ``kept`` gets each source's stock
+        as this transaction leaves it, for the caller to keep once committed."""
         now = self._clock()
         row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
                                              for e in parsed.errors]
@@ -191,8 +201,10 @@ class Processor:
             plans: list[tuple[SourceInfo, FeedPlan]] = []
             currents: dict[int, pl.DataFrame] = {}
             targets = [t.id for t, _ in groups]
+            versions: dict[int, int] = {}
             for target, rows in groups:
-                current = currents[target.id] = bulk.load_current(session, target.id)
+                versions[target.id], current = self._stock.load(session, target.id)
+                currents[target.id] = current
                 target_policy = feed_policy(target)
                 catalog = (bulk.load_catalog(session, target.merchant_id)
                            if target_policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
@@ -216,6 +228,8 @@ class Processor:
             counts = _sum_counts(plans, parsed.total_rows, len(row_errors))
             held_counts = {k: v for k, v in counts.items() if k != "recounted"}
             hold = next((p.hold_reason for _, p in plans if p.hold_reason), None)
+            # Nothing written yet: what was read is the stock, whatever the outcome.
+            kept += [(t, versions[t], currents[t]) for t in set(targets) if targets.count(t) == 1]
             uploads.clear_errors(session, upload_id)
             uploads.add_errors(session, upload_id, row_errors + stale_notes)
             if hold:
@@ -238,10 +252,21 @@ class Processor:
                 # this file writes the same source (two locations mapped to
                 # one source).
                 alone = targets.count(target.id) == 1
-                bulk.write_plan(session, _source_row(session, target), plan.writes,
-                                reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
-                                now=now, current=currents[target.id] if alone else None,
-                                default_as_of=as_of, covers_as_of=plan.covers_as_of)
+                source = _source_row(session, target)
+                written = bulk.write_plan(session, source, plan.writes,
+                                          reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
+                                          now=now, current=currents[target.id] if alone else None,
+                                          default_as_of=as_of, covers_as_of=plan.covers_as_of)
+                kept[:] = [k for k in kept if k[0] != target.id]
+                if not alone:
+                    self._stock.forget(target.id)
+                    continue
+                version = stock_version.current(session, target.id)
+                if version - versions[target.id] > 1:  # another write in this transaction
+                    self._stock.forget(target.id)
+                    continue
+                kept.append((target.id, version,
+                             after_write(currents[target.id], written, source.full_feed_as_of)))
             status = "applied_with_errors" if row_errors else "applied"
             recounted = counts.pop("recounted", 0)
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"
