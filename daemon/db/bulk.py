@@ -349,7 +349,7 @@ def _create_sqlite(session: Session, new: pl.DataFrame, top: int, *, merchant_id
                     {**params, "skus": _json_text_array(new.get_column("sku"))})
         cur.execute("INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
                     "SELECT :src, :top + key + 1, value, :as_of, :now FROM json_each(:quantities)",
-                    {**params, "quantities": json.dumps(new.get_column("after").to_list())})
+                    {**params, "quantities": _json_int_array(new.get_column("after"))})
         cur.execute("INSERT INTO ledger (source_id, product_id, before, after, reason, reference, actor, at) "
                     "SELECT :src, product_id, 0, quantity, 'feed', :ref, :actor, :now FROM stock "
                     "WHERE source_id = :src AND product_id > :top AND quantity <> 0", params)
@@ -367,13 +367,23 @@ def _has_json(session: Session) -> bool:
 
 
 def _json_text_array(values: pl.Series) -> str:
-    """A JSON array of strings, built by polars where only quotes and backslashes need escaping."""
+    """A JSON array of the strings, joined by polars when none needs escaping.
+
+    Escaping set-wise (two replace_all and a check for control characters)
+    cost 0.2-0.35 s for a million SKUs; a SKU with a quote, a backslash or a
+    control character is rare, and then the general encoder does it all.
+    """
     if values.len() == 0:
         return "[]"
-    if values.str.contains(r"[\x00-\x1f]").any():
-        return json.dumps(values.to_list())  # control characters: the general encoder
-    escaped = values.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-    return '["' + escaped.str.join('","').item() + '"]'
+    if values.str.contains(r'["\\\x00-\x1f]').any():
+        return json.dumps(values.to_list())
+    return '["' + values.str.join('","').item() + '"]'
+
+
+def _json_int_array(values: pl.Series) -> str:
+    if values.len() == 0 or values.has_nulls():
+        return json.dumps(values.to_list())
+    return "[" + values.cast(pl.Utf8).str.join(",").item() + "]"
 
 
 WRITTEN_SCHEMA = {"sku": pl.Utf8, "product_id": pl.Int64, "after": pl.Int64, "as_of": pl.Datetime("us", "UTC")}

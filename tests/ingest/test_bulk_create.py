@@ -118,3 +118,12 @@ def test_the_json_array_of_skus_reads_back_exactly(values) -> None:  # type: ign
     import polars as pl
 
     assert json.loads(bulk._json_text_array(pl.Series(values, dtype=pl.Utf8))) == values
+
+
+@pytest.mark.parametrize("values", [[0, 5, -3, 2**40], [], [7]])
+def test_the_json_array_of_quantities_reads_back_exactly(values) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import polars as pl
+
+    assert json.loads(bulk._json_int_array(pl.Series(values, dtype=pl.Int64))) == values
