@@ -1,6 +1,6 @@
 """Ingest figures (issue 3), each against a ceiling measured in the same run.
 
-    python -m bench ingest [--rows 1000000] [--xlsx-rows 100000] [--repeat 3] [--no-pg]
+    python -m bench ingest [--rows 1000000] [--xlsx-rows 100000] [--repeat 5] [--no-pg]
 
 1. A full feed of N rows applied to an empty SQLite store, end to end (intake,
    contained parse, plan, one transaction, archive, result file), against
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--xlsx-rows", type=int, default=100_000)
     parser.add_argument("--no-pg", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each SQLite measurement (best counts)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each SQLite measurement (best counts)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files and databases")
     parser.add_argument("--pg-url", default=os.environ.get(
         "STOCKDROP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
@@ -293,8 +293,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     """Each SQLite measurement, ceilings included, ``--repeat`` times; the best of each counts.
 
     These shared machines vary by 20% and more between two runs of the same
-    thing; the best of a few is the cost of the work itself, on both sides of
-    a ratio alike. Peak memory is the worst of the runs.
+    thing, and by more between two minutes; the best of a few is the cost of
+    the work itself, on both sides of a ratio alike, and each ceiling run is
+    next to a Stockdrop run. Peak memory is the worst of the runs.
     """
     feed, feed2 = tmp / "full.csv", tmp / "full-1pct.csv"
     make_csv(feed, args.rows, seed=1)
@@ -303,9 +304,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"# best of {n} runs each (SQLite); PostgreSQL once")
 
     read_csv = lambda: pl.read_csv(feed, schema={"sku": pl.Utf8, "quantity": pl.Int64})  # noqa: E731
-    bases = [ceiling_sqlite(read_csv, tmp / f"ceiling-{i}.db") for i in range(n)]
-    runs = []
-    for i in range(n):
+    bases, runs = [], []
+    for i in range(n):  # interleaved, so a slow spell of the machine hits both sides alike
+        bases.append(ceiling_sqlite(read_csv, tmp / f"ceiling-{i}.db"))
         (tmp / f"sq-{i}").mkdir()
         runs.append(apply_once(tmp / f"sq-{i}", [feed, feed2], ""))
     firsts = [r["runs"][0] for r in runs]
@@ -330,9 +331,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     xlsx = tmp / "stock.xlsx"
     make_xlsx(xlsx, args.xlsx_rows)
     read_xlsx = lambda: pl.read_excel(xlsx, engine="calamine").cast({"sku": pl.Utf8})  # noqa: E731
-    xbases = [ceiling_sqlite(read_xlsx, tmp / f"ceiling-x-{i}.db") for i in range(n)]
-    xls = []
+    xbases, xls = [], []
     for i in range(n):
+        xbases.append(ceiling_sqlite(read_xlsx, tmp / f"ceiling-x-{i}.db"))
         (tmp / f"xl-{i}").mkdir()
         xls.append(apply_once(tmp / f"xl-{i}", [xlsx], "")["runs"][0])
     xl, xbase = min(r["seconds"] for r in xls), min(xbases)
