@@ -184,7 +184,8 @@ with sessions() as s, s.begin():
     book = SourceBook.load(s, settings)
 pipe = Pipeline(settings, sessions, book, workers=1)
 info = book.by_name("bench", "wh")
-contained.default_pool().warm()
+# A running daemon's parser is up long before a file comes (pipeline.py).
+contained.default_pool().warm(wait_s=60)
 # As the daemon runs it (daemon/service.py): SQLite's log is checkpointed by
 # a thread of its own, not inside the commit of the upload.
 checkpointer = None

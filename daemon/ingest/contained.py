@@ -44,6 +44,7 @@ def _serve(fd: int) -> None:
 
     from daemon.ingest.parse import parse_feed  # warm the imports before the first file
 
+    conn.send(("ready",))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:
@@ -146,11 +147,27 @@ class _Worker:
         )
         child.close()
         self.conn = Connection(parent.detach())
+        self._ready = False
+        self._ready_lock = threading.Lock()  # warm() may wait while a caller checks it out
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Whether the worker has its imports done (it says so once, when it has)."""
+        with self._ready_lock:
+            if not self._ready and self.conn.poll(timeout_s):
+                self._ready = self.conn.recv() == ("ready",)
+            return self._ready
 
     def call(self, request: tuple[Any, ...], timeout_s: float) -> tuple[tuple[str, Any], bytes]:
-        self.conn.send(request)
         deadline = time.monotonic() + timeout_s
-        if not self.conn.poll(timeout_s):
+        try:
+            started = self.wait_ready(timeout_s)
+        except (EOFError, OSError):
+            started = False
+        if not started:
+            self.kill()
+            raise FeedError(f"the parser process did not start ({self._how()}); the file was rejected")
+        self.conn.send(request)
+        if not self.conn.poll(max(deadline - time.monotonic(), 0)):
             self.kill()
             raise FeedError(f"the parser did not finish within {timeout_s:g} s; the file was rejected")
         try:
@@ -207,13 +224,24 @@ class ParserPool:
         self._all: set[_Worker] = set()
         self._closed = False
 
-    def warm(self) -> None:
-        """Start one worker now so the first file does not pay the start-up."""
+    def warm(self, wait_s: float = 0.0) -> bool:
+        """Start one worker now so the first file does not pay the start-up.
+
+        With ``wait_s``, wait up to that long for a worker to have its
+        imports done; returns whether one has.
+        """
         with self._lock:
             if not self._all and not self._closed:
                 worker = _Worker()
                 self._all.add(worker)
                 self._idle.put(worker)
+            workers = list(self._all)
+        if not wait_s:
+            return False
+        try:
+            return any(w.wait_ready(wait_s) for w in workers[:1])
+        except (EOFError, OSError):
+            return False
 
     def parse(self, path: Path, options: ParseOptions, *, timeout_s: float = 120,
               memory_bytes: int = 2 * 1024**3, fault: str | None = None) -> ParsedFeed:

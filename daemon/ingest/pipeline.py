@@ -83,7 +83,9 @@ class _Workers:
     def start(self) -> None:
         from daemon.ingest import contained
 
-        contained.default_pool().warm()  # the first file should not pay the start-up
+        # The first file should not wait for the parser's start-up, nor should
+        # READY=1 be sent before the daemon can parse.
+        contained.default_pool().warm(wait_s=30)
         self._p.dispatcher.start()
         self._p.intake.recover()
 

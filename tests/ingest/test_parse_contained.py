@@ -92,3 +92,19 @@ def test_closing_the_pool_stops_its_processes(good):
     assert all(w.process.poll() is not None for w in workers)
     with pytest.raises(RuntimeError):
         pool.parse(good, ParseOptions())
+
+
+def test_warm_can_wait_until_a_worker_is_ready_and_the_next_parse_uses_it(pool, good):
+    assert pool.warm(wait_s=60)
+    (worker,) = pool._all
+    pool.parse(good, ParseOptions())
+    assert {w.process.pid for w in pool._all} == {worker.process.pid}
+
+
+def test_a_worker_that_dies_while_starting_rejects_only_that_file(pool, good):
+    pool.warm()
+    (worker,) = pool._all
+    worker.process.kill()  # before, or just after, it says it is ready
+    with pytest.raises(FeedError, match="parser process"):
+        pool.parse(good, ParseOptions())
+    assert pool.parse(good, ParseOptions()).total_rows == 2  # a new worker takes over
