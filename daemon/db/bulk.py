@@ -265,9 +265,13 @@ def _stage_pg(session: Session, frame: pl.DataFrame) -> None:
 
 def _with_created_ids(session: Session, written: pl.DataFrame) -> pl.DataFrame:
     """PostgreSQL: ``written`` with the ids the products created in this transaction got."""
+    schema = {"sku": pl.Utf8, "_id": pl.Int64}
     with _dbapi(session).cursor() as cur:
         cur.execute(f"SELECT sku, product_id FROM {_STAGE} WHERE flag & %s <> 0", (NEW,))
-        created = pl.DataFrame(cur.fetchall(), orient="row", schema={"sku": pl.Utf8, "_id": pl.Int64})
+        # In slices, as in _load_rows: a first load creates a million.
+        parts = [pl.DataFrame(rows, orient="row", schema=schema)
+                 for rows in iter(lambda: cur.fetchmany(_SLICE), [])]
+    created = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     return (written.join(created, on="sku", how="left", maintain_order="left")
             .with_columns(pl.coalesce("product_id", "_id").alias("product_id")).drop("_id"))
 
