@@ -125,3 +125,27 @@ def test_a_sheet_without_a_sku_header_is_a_feed_error(tmp_path):
     path = workbook(tmp_path, [["code", "qty"], ["A", 1]])
     with pytest.raises(FeedError, match="no header row with a SKU column.*'code', 'qty'"):
         parse_feed(path, ParseOptions())
+
+
+def test_a_sheet_without_empty_or_error_cells_is_read_without_loading_pyarrow(tmp_path):
+    # pyarrow is needed only for error records (xlsx.read_sheet); a worker
+    # that never sees such a sheet stays about 30 MB smaller.
+    import subprocess
+    import sys
+
+    path = workbook(tmp_path, [["sku", "quantity"], ["A", 1], ["B", 2]])
+    probe = ("import sys; from pathlib import Path; from daemon.ingest.parse import parse_feed, ParseOptions; "
+             f"f = parse_feed(Path({str(path)!r}), ParseOptions()); "
+             "print(f.total_rows, 'pyarrow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"]
+
+
+def test_empty_cells_beside_an_error_cell_keep_the_error_text(tmp_path):
+    path = workbook(tmp_path, [["sku", "quantity", "note"], ["A", "#REF!", None], ["B", 3, "x"], ["C", None, None]])
+    book = openpyxl.load_workbook(path)
+    book.active["B2"].data_type = "e"
+    book.save(path)
+    parsed = parse_feed(path, ParseOptions())
+    assert [(e.row, e.column, e.value) for e in parsed.errors][:1] == [(2, "quantity", "#REF!")]
+    assert parsed.frame["sku"].to_list() == ["B"]
