@@ -73,8 +73,12 @@ def after_write(current: pl.DataFrame, written: pl.DataFrame, full_feed_as_of: d
     fresh read returns it.
     """
     changed = written.select("sku", pl.col("after").alias("quantity"), "as_of", "product_id")
-    kept = current.join(changed.select("product_id"), on="product_id", how="anti")
-    frame = pl.concat([kept, changed.cast(current.schema)]).sort("product_id")  # type: ignore[arg-type]
+    changed = changed.cast(current.schema)  # type: ignore[arg-type]
+    if current.height:
+        kept = current.join(changed.select("product_id"), on="product_id", how="anti")
+        changed = pl.concat([kept, changed])
+    # A first load's rows come in id order already: no sort of a million.
+    frame = changed if changed.get_column("product_id").is_sorted() else changed.sort("product_id")
     if full_feed_as_of is not None:
         floor = pl.lit(full_feed_as_of.astimezone(UTC)).dt.cast_time_unit("us")
         frame = frame.with_columns(pl.max_horizontal(pl.col("as_of"), floor).alias("as_of"))
