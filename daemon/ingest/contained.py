@@ -236,11 +236,11 @@ class ParserPool:
                 self._all.add(worker)
                 self._idle.put(worker)
             workers = list(self._all)
-        if not wait_s:
+        if not wait_s or not workers:
             return False
         try:
-            return any(w.wait_ready(wait_s) for w in workers[:1])
-        except (EOFError, OSError):
+            return workers[0].wait_ready(wait_s)
+        except (EOFError, OSError):  # it died while starting: the first call replaces it
             return False
 
     def parse(self, path: Path, options: ParseOptions, *, timeout_s: float = 120,

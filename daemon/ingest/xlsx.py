@@ -83,7 +83,7 @@ def read_sheet(raw: bytes, sheet: str | int | None, max_uncompressed: int) -> Sh
         # which the common case then never loads: its import is most of a
         # worker's first XLSX beyond the parse (about 0.03 s) and 30 MB.
         frame = loaded.to_polars()
-        if sum(frame.null_count().row(0)) if frame.width else 0:
+        if frame.width and any(frame.null_count().row(0)):
             batch, errors = loaded.to_arrow_with_errors()
             converted = pl.from_arrow(batch)
             assert isinstance(converted, pl.DataFrame)
