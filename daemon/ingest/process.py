@@ -183,9 +183,11 @@ class Processor:
         frame = parsed.frame
         escaped = frame.get_column("sku").str.contains(UNESCAPE_PATTERN)
         if escaped.any():
-            frame = frame.with_columns(
-                pl.when(escaped).then(pl.col("sku").str.slice(1)).otherwise(pl.col("sku")).alias("sku"))
+            frame = frame.with_columns(_unescaped("sku"))
         del escaped
+        # SKUs named on rows that failed validation: a full feed must not zero them.
+        invalid = (pl.Series("sku", [e.sku for e in parsed.errors if e.sku is not None], dtype=pl.Utf8)
+                   .to_frame().select(_unescaped("sku")).to_series().unique())
         groups, location_errors = _split_by_location(frame, info, self._book, parsed)
         row_errors += location_errors
         with self._sessions() as session, session.begin():
@@ -213,9 +215,9 @@ class Processor:
                 plans.append((target, plan_feed(rows, current, catalog, target_policy,
                                                 default_as_of=as_of, approved=approved,
                                                 quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
-                                                orders_after=later,
+                                                orders_after=later, invalid=invalid,
                                                 # Two locations mapped to one source: neither covers it.
-                                                covers=(covers_source(target_policy, rows)
+                                                covers=(covers_source(target_policy, rows, invalid)
                                                         and targets.count(target.id) == 1))))
             for _, plan in plans:
                 row_errors += [(r["row"], r["column"], r["value"], r["sku"], r["message"])
@@ -321,6 +323,12 @@ class Processor:
         with self._sessions() as session:
             history, errors = uploads.show(session, upload_id)
         write_result(results, name, history, errors, frames)
+
+
+def _unescaped(column: str) -> pl.Expr:
+    """SKUs we escaped in a template ('=SKU) as they were."""
+    sku = pl.col(column)
+    return pl.when(sku.str.contains(UNESCAPE_PATTERN)).then(sku.str.slice(1)).otherwise(sku).alias(column)
 
 
 def _orders_after(session: Session, source_id: int, rows: pl.DataFrame, default: datetime) -> pl.DataFrame:

@@ -87,6 +87,7 @@ def plan_feed(
     quantity_column: str = "quantity",
     orders_after: pl.DataFrame | None = None,
     covers: bool = False,
+    invalid: pl.Series | None = None,
 ) -> FeedPlan:
     """Plan one feed for one source.
 
@@ -101,11 +102,14 @@ def plan_feed(
     covers: the store records this feed's as-of for the whole source
     (``covers_source`` holds and nothing else writes the source in the same
     apply), so an unchanged quantity needs no write to move its as-of.
+    invalid: SKUs the file named on rows that failed validation (a bad
+    quantity, the same SKU twice). A full feed leaves them as they are: a
+    typo in one cell must not zero that SKU as if the file had left it out.
     """
-    if covers and not covers_source(policy, rows):
+    if covers and not covers_source(policy, rows, invalid):
         # Rows with their own times, or a partial feed: the source's time
         # would claim an as-of for SKUs this feed does not state.
-        raise ValueError("covers=True needs a full set-mode feed whose rows carry no as-of")
+        raise ValueError("covers=True needs a full set-mode feed whose rows carry no as-of and are all valid")
     rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
     rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
     current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
@@ -164,6 +168,8 @@ def plan_feed(
         # The stored SKUs no row named: the positions the join did not match.
         absent = current if matched is None else current.filter(
             pl.repeat(True, current.height, eager=True).scatter(matched, False))
+        if invalid is not None and not invalid.is_empty():
+            absent = absent.filter(~pl.col("sku").is_in(invalid.implode()))
         # A newer stored quantity is not zeroed by an older full feed either.
         zeroed = absent.filter(
             (pl.col("quantity") > 0)
@@ -282,14 +288,16 @@ def _subtract_later_orders(fresh: pl.DataFrame, orders: pl.DataFrame | None) -> 
     )
 
 
-def covers_source(policy: FeedPolicy, rows: pl.DataFrame) -> bool:
+def covers_source(policy: FeedPolicy, rows: pl.DataFrame, invalid: pl.Series | None = None) -> bool:
     """Whether applying this feed leaves every SKU of the source known as of the file's time.
 
     A full feed states every SKU: the ones it names, and the absent ones (0).
     When no row carries its own as-of, all of them are as of the file's
     as-of, except rows the stale guard kept because they are newer still.
     The store can then record that one time for the whole source instead of
-    moving every unchanged row's as-of.
+    moving every unchanged row's as-of. Not when ``invalid`` names SKUs:
+    the file stated nothing valid about those (see ``plan_feed``).
     """
     return (policy.scope == "full" and policy.mode == "set"
+            and (invalid is None or invalid.is_empty())
             and ("as_of" not in rows.columns or rows.get_column("as_of").null_count() == rows.height))

@@ -31,3 +31,10 @@ def test_one_row_with_its_own_time_means_the_feed_does_not_cover_its_source() ->
 def test_an_empty_full_feed_covers_its_source() -> None:
     # It zeroes everything (once approved), all as of the file's time.
     assert covers_source(FeedPolicy(scope="full"), rows())
+
+
+def test_a_full_feed_with_invalid_rows_does_not_cover_its_source() -> None:
+    # It stated nothing valid about those SKUs, so no time for all of them.
+    invalid = pl.Series("sku", ["B"], dtype=pl.Utf8)
+    assert not covers_source(FeedPolicy(scope="full"), rows(None, None), invalid)
+    assert covers_source(FeedPolicy(scope="full"), rows(None, None), invalid.clear())

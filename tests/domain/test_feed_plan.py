@@ -113,3 +113,18 @@ def test_a_plan_refuses_to_cover_a_source_the_feed_does_not_state_at_one_time() 
     with pytest.raises(ValueError, match="covers"):
         plan_feed(rows.with_columns(pl.lit(None, ROWS["as_of"]).alias("as_of")), empty,
                   pl.Series("sku", [], pl.Utf8), FeedPolicy(scope="partial"), default_as_of=T0, covers=True)
+
+
+def test_a_full_feed_never_zeroes_a_sku_it_named_on_an_invalid_row() -> None:
+    import pytest
+
+    rows = pl.DataFrame([(2, "A", 5, None)], schema=ROWS, orient="row")
+    current = pl.DataFrame([("A", 1, T0), ("B", 2, T0), ("C", 3, T0)], schema=STORE, orient="row")
+    invalid = pl.Series("sku", ["B"], dtype=pl.Utf8)
+    plan = plan_feed(rows, current, pl.Series("sku", [], pl.Utf8), FeedPolicy(scope="full", max_zeroed_percent=100),
+                     default_as_of=T0 + timedelta(hours=1), invalid=invalid)
+    assert sorted(plan.writes.filter(pl.col("zeroed")).get_column("sku").to_list()) == ["C"]
+    assert plan.counts["zeroed"] == 1
+    with pytest.raises(ValueError, match="covers"):
+        plan_feed(rows, current, pl.Series("sku", [], pl.Utf8), FeedPolicy(scope="full"),
+                  default_as_of=T0 + timedelta(hours=1), invalid=invalid, covers=True)

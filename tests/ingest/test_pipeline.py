@@ -202,6 +202,26 @@ def test_a_full_feed_zeroes_the_skus_it_leaves_out(make_env) -> None:  # type: i
     assert [r["sku"] for r in zeroed] == ["D"]
 
 
+def test_a_full_feed_leaves_a_sku_whose_row_is_invalid_as_it_was(make_env) -> None:  # type: ignore[no-untyped-def]
+    # A typo in one cell, or a SKU listed twice, is not the SKU left out.
+    from datetime import UTC, datetime
+
+    from daemon.db import stock as store
+
+    t1, t2 = datetime(2026, 11, 30, 8, tzinfo=UTC), datetime(2026, 11, 30, 20, tzinfo=UTC)
+    env = make_env(feed='scope = "full"\nmax_zeroed_percent = 100')
+    env.upload("f1.csv", "sku,quantity\nA,1\nB,2\nC,3\nD,4\nE,5\n", received_at=t1)
+    out = env.upload("f2.csv", "sku,quantity\nA,7\nB,x\nD,1\nD,2\nE,5\n", received_at=t2)
+    assert (out.status, out.counts["zeroed"], out.counts["applied"]) == ("applied_with_errors", 1, 1)
+    assert env.quantities() == {"A": 7, "B": 2, "C": 0, "D": 4, "E": 5}
+    outcomes = {(r["sku"], r["outcome"]) for r in result_rows(env, out.upload_id) if r["sku"]}
+    assert {("B", "error"), ("D", "error"), ("C", "zeroed (absent from a full feed)")} <= outcomes
+    # The file stated nothing valid about B and D: they stay known as of the first feed only.
+    with env.sessions() as s:
+        as_of = {r.sku: r.as_of for r in store.inventory(s, merchant="acme", source="wh1")}
+    assert (as_of["B"], as_of["D"], as_of["A"], as_of["E"]) == (t1, t1, t2, t2)
+
+
 def test_a_truncated_full_feed_is_held_then_applied_when_approved(make_env) -> None:  # type: ignore[no-untyped-def]
     from daemon.ingest import held
 
