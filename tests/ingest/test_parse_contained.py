@@ -101,10 +101,21 @@ def test_warm_can_wait_until_a_worker_is_ready_and_the_next_parse_uses_it(pool, 
     assert {w.process.pid for w in pool._all} == {worker.process.pid}
 
 
-def test_a_worker_that_dies_while_starting_rejects_only_that_file(pool, good):
+def test_a_worker_that_dies_before_it_is_ready_rejects_the_file_it_was_given(good):
+    worker = contained._Worker()
+    try:
+        worker.process.kill()
+        worker.process.wait(10)
+        with pytest.raises(FeedError, match="parser process did not start"):
+            worker.call((str(good), ParseOptions(), 2**31, None), timeout_s=10)
+    finally:
+        worker.kill()
+
+
+def test_an_idle_worker_that_died_is_replaced_before_the_next_file(pool, good):
     pool.warm()
     (worker,) = pool._all
-    worker.process.kill()  # before, or just after, it says it is ready
-    with pytest.raises(FeedError, match="parser process"):
-        pool.parse(good, ParseOptions())
-    assert pool.parse(good, ParseOptions()).total_rows == 2  # a new worker takes over
+    worker.process.kill()
+    worker.process.wait(10)
+    assert pool.parse(good, ParseOptions()).total_rows == 2
+    assert worker not in pool._all
