@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from daemon.db import migrate
@@ -144,3 +144,41 @@ def test_staging_splits_rows_by_the_sqlite_builds_limit_on_bound_values(limit: i
                           "c": [i * 2 for i in range(2345)]})
     _insert_sqlite(conn.cursor(), "t", frame)
     assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == frame.rows()
+
+
+def test_migration_0009_keeps_every_row_that_points_at_a_source(database: Database) -> None:
+    """0009 rebuilds ``sources`` on SQLite; with foreign keys on, that DROP would cascade."""
+    from daemon.db import uploads
+
+    sessions = session_factory(database.engine)
+    with sessions() as s, s.begin():
+        m = Merchant(name="m", timezone="UTC", created_at=NOW)
+        s.add(m)
+        s.flush()
+        src = Source(merchant_id=m.id, name="wh", kind="warehouse", priority=1, created_at=NOW)
+        s.add(src)
+        s.flush()
+        uploads.record_received(s, source_id=src.id, original_name="f.csv", size=1, sha256="0" * 64,
+                                protocol="cli", user=None, remote_addr=None, received_at=NOW, elapsed_s=None)
+    migrate.downgrade(database.engine, "0008")
+    migrate.upgrade(database.engine)
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Upload)) == 1
+        assert s.scalars(select(Source.stock_version)).all() == [0]
+
+
+def test_a_migration_that_leaves_an_orphan_on_sqlite_says_so(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate.upgrade(engine, "0008")
+    raw = engine.raw_connection()
+    try:
+        raw.execute("PRAGMA foreign_keys=OFF")
+        raw.execute("INSERT INTO uploads (source_id, kind, original_name, size, sha256, protocol, status, "
+                    "rows, applied, unchanged, errors, zeroed, stale, received_at) "
+                    "VALUES (999, 'feed', 'f.csv', 1, '', 'cli', 'received', 0, 0, 0, 0, 0, 0, '2026-11-29')")
+        raw.commit()
+    finally:
+        raw.close()
+    with pytest.raises(RuntimeError, match="without their parent"):
+        migrate.upgrade(engine)
+    engine.dispose()
