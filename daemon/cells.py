@@ -5,7 +5,8 @@ a formula by Excel and LibreOffice: CSV injection. Such text gets a leading
 apostrophe, which spreadsheets show as text and do not evaluate.
 
 ``escape_cell`` is the rule for one value, ``escape_text_columns`` the same
-rule over polars columns, for files of a million rows. Both, and the
+rule over polars columns, for files of a million rows, and
+``unescape_text_columns`` its reverse for files coming back. All, and the
 patterns, are built from ``_TRIGGERS``.
 """
 
@@ -57,3 +58,18 @@ def escape_text_columns(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
             column = frame.get_column(name).clone()
             escaped.append(column.scatter(at, "'" + column.gather(at)))
     return frame.with_columns(escaped) if escaped else frame
+
+
+def unescape_text_columns(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
+    """``frame`` with cells we escaped (``'=SKU``) in the Utf8 columns ``names`` as they were.
+
+    Most files have none: one pattern check per column, and the frame is
+    only copied when a column holds one.
+    """
+    found = frame.select([pl.col(n).str.contains(UNESCAPE_PATTERN).any() for n in names]).row(0)
+    hit = [n for n, any_ in zip(names, found, strict=True) if any_]
+    if not hit:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col(n).str.contains(UNESCAPE_PATTERN)).then(pl.col(n).str.slice(1)).otherwise(pl.col(n))
+        .alias(n) for n in hit)

@@ -40,3 +40,17 @@ def test_without_it_the_allocator_keeps_the_pages_which_is_what_the_test_above_w
     # half a second and more). If this ever holds nothing, the probe above
     # has stopped measuring the setting.
     assert _held_mb("polars", "daemon") > 300
+
+
+def test_the_parser_workers_get_the_setting_too() -> None:
+    from daemon.ingest import contained
+
+    with contained.ParserPool(size=1) as pool:
+        assert pool.warm(wait_s=60)
+        (worker,) = pool._all
+        with open(f"/proc/{worker.process.pid}/environ", "rb") as f:
+            env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    conf = env[b"_RJEM_MALLOC_CONF"].decode()
+    # jemalloc takes the last value of each option (polars may have put its own first).
+    decays = [opt.split(":")[1] for opt in conf.split(",") if opt.startswith("dirty_decay_ms:")]
+    assert decays[-1] == "0", conf

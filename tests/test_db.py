@@ -69,15 +69,23 @@ def test_a_naive_datetime_is_refused(database: Database) -> None:
         s.add(Merchant(name="x", timezone="UTC", created_at=datetime(2026, 1, 1)))
 
 
+def a_source(s) -> Source:  # type: ignore[no-untyped-def]
+    """A merchant with one warehouse source, flushed so both have ids."""
+    m = Merchant(name="acme", timezone="UTC", created_at=NOW)
+    s.add(m)
+    s.flush()
+    src = Source(merchant_id=m.id, name="wh", kind="warehouse", priority=1, created_at=NOW)
+    s.add(src)
+    s.flush()
+    return src
+
+
 def test_stock_cannot_go_negative_in_the_database(database: Database) -> None:
     sessions = session_factory(database.engine)
     with sessions() as s, s.begin():
-        m = Merchant(name="acme", timezone="UTC", created_at=NOW)
-        s.add(m)
-        s.flush()
-        src = Source(merchant_id=m.id, name="wh", kind="warehouse", priority=1, created_at=NOW)
-        p = Product(merchant_id=m.id, sku="A", created_at=NOW)
-        s.add_all([src, p])
+        src = a_source(s)
+        p = Product(merchant_id=src.merchant_id, sku="A", created_at=NOW)
+        s.add(p)
     with pytest.raises(IntegrityError), sessions() as s, s.begin():
         s.add(Stock(source_id=src.id, product_id=p.id, quantity=-1, updated_at=NOW))
 
@@ -152,12 +160,7 @@ def test_migration_0009_keeps_every_row_that_points_at_a_source(database: Databa
 
     sessions = session_factory(database.engine)
     with sessions() as s, s.begin():
-        m = Merchant(name="m", timezone="UTC", created_at=NOW)
-        s.add(m)
-        s.flush()
-        src = Source(merchant_id=m.id, name="wh", kind="warehouse", priority=1, created_at=NOW)
-        s.add(src)
-        s.flush()
+        src = a_source(s)
         uploads.record_received(s, source_id=src.id, original_name="f.csv", size=1, sha256="0" * 64,
                                 protocol="cli", user=None, remote_addr=None, received_at=NOW, elapsed_s=None)
     migrate.downgrade(database.engine, "0008")

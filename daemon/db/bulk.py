@@ -434,9 +434,10 @@ def write_plan(
             new.alias("_new"))
     else:
         writes = writes.with_columns(new.alias("_new"))
-    written: pl.DataFrame | None = writes.select(list(WRITTEN_SCHEMA)).cast(WRITTEN_SCHEMA)  # type: ignore[arg-type]
-    # PostgreSQL's sequence gives new products their ids: filled in once they exist.
-    written_pending, written = (written, None) if not sqlite and n_new else (None, written)
+    written = writes.select(list(WRITTEN_SCHEMA)).cast(WRITTEN_SCHEMA)  # type: ignore[arg-type]
+    # On PostgreSQL the sequence gives new products their ids: ``written``
+    # gets them once they exist (below). New rows never leave early: they
+    # are neither as-of-only rows nor created unstaged there.
     if (current is not None and default_as_of is not None and "product_id" in current.columns
             and covers_as_of is None):
         # Before any stock row is inserted: _move_as_of relies on the
@@ -444,13 +445,13 @@ def write_plan(
         # as-of-only rows: they have no before.)
         writes = _move_as_of(session, source_id, writes, current, default_as_of)
         if writes.height == 0:
-            return written  # type: ignore[return-value]
+            return written
     if sqlite and n_new:
         if _create_sqlite(session, writes.filter(pl.col("_new")), top, merchant_id=merchant_id,
                           source_id=source_id, now=now, reference=reference, actor=actor):
             writes, n_new = writes.filter(~pl.col("_new")), 0
             if writes.height == 0:
-                return written  # type: ignore[return-value]
+                return written
     if sqlite:
         # Plain ints and strs only (see the module docstring): times are
         # microseconds (types.UTCMicros), "none" is a sentinel, and a SKU is
@@ -496,8 +497,7 @@ def write_plan(
             session.execute(text(
                 f"UPDATE {_STAGE} s SET product_id = p.id FROM products p "
                 f"WHERE s.product_id IS NULL AND p.merchant_id = :m AND p.sku = s.sku"), params)
-            if written_pending is not None:
-                written = _with_created_ids(session, written_pending)
+            written = _with_created_ids(session, written)
     before_sql = "CASE WHEN s.before < 0 THEN 0 ELSE s.before END" if sqlite else "COALESCE(s.before, 0)"
     as_of_sql = "CASE WHEN s.as_of = :none THEN NULL ELSE s.as_of END" if sqlite else "s.as_of"
     session.execute(text(
@@ -525,5 +525,4 @@ def write_plan(
             f"THEN excluded.updated_at ELSE stock.updated_at END"
         ), params)
     session.connection().exec_driver_sql(f"DELETE FROM {_STAGE}")
-    assert written is not None
     return written

@@ -25,7 +25,6 @@ from typing import Any
 
 import polars as pl
 
-from daemon import ALLOCATOR_CONF
 from daemon.errors import FeedError
 from daemon.ingest.parse import ParsedFeed, ParseOptions, RowError
 
@@ -136,10 +135,9 @@ class _Worker:
         # Fewer glibc malloc arenas: each reserves 64 MB of address space per
         # thread, which would count against RLIMIT_AS for nothing.
         env.setdefault("MALLOC_ARENA_MAX", "2")
-        # Return freed pages at once (see daemon/__init__.py): an idle worker
-        # would otherwise sit on the last big file's memory while the daemon
+        # The allocator setting (daemon/__init__.py) comes with os.environ: an
+        # idle worker returns the last big file's memory while the daemon
         # applies it.
-        env.setdefault("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
         code = f"from daemon.ingest.contained import _serve; _serve({child.fileno()})"
         self.process = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), env=env,

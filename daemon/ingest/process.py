@@ -20,7 +20,7 @@ import polars as pl
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.cells import UNESCAPE_PATTERN
+from daemon.cells import unescape_text_columns
 from daemon.db import bulk, orders, stock_version, uploads
 from daemon.db.models import Upload
 from daemon.errors import FeedError
@@ -38,7 +38,8 @@ log = structlog.get_logger("daemon.ingest.process")
 
 Parser = Callable[[Path, ParseOptions], ParsedFeed]
 ResultFrames: TypeAlias = "tuple[ParsedFeed, list[tuple[SourceInfo, FeedPlan]]] | None"
-_Kept: TypeAlias = "tuple[int, int, pl.DataFrame]"  # source id, stock version, stock
+# Each source's stock as an apply leaves it: source id -> (stock version, stock).
+_Kept: TypeAlias = "dict[int, tuple[int, pl.DataFrame]]"
 
 
 @dataclass(frozen=True)
@@ -162,32 +163,27 @@ class Processor:
             return self._finish_alone(upload_id, "rejected", f"{original}: {exc}"), None
         as_of, as_of_note = default_as_of(info, original, received_at)
         warnings = [*parsed.warnings, *([as_of_note] if as_of_note else [])]
-        kept: list[_Kept] = []
+        kept: _Kept = {}
         outcome, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved, kept)
         # Committed: what the apply read and wrote is each source's stock now.
-        for source_id, version, frame in kept:
+        for source_id, (version, frame) in kept.items():
             self._stock.keep(source_id, version, frame)
         return outcome, (parsed, plans)
 
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
                warnings: list[str], approved: bool,
-               kept: list[_Kept]) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
+               kept: _Kept) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
         """Plan and apply in one transaction; ``kept`` gets each source's stock
         as this transaction leaves it, for the caller to keep once committed."""
         now = self._clock()
         row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
                                              for e in parsed.errors]
-        # SKUs we escaped in a template ('=SKU) come back as they were. Most
-        # files have none; a million-row copy of the frame to find out would
-        # cost tens of MB.
-        frame = parsed.frame
-        escaped = frame.get_column("sku").str.contains(UNESCAPE_PATTERN)
-        if escaped.any():
-            frame = frame.with_columns(_unescaped("sku"))
-        del escaped
+        # SKUs we escaped in a template ('=SKU) come back as they were.
+        frame = unescape_text_columns(parsed.frame, "sku")
         # SKUs named on rows that failed validation: a full feed must not zero them.
-        invalid = (pl.Series("sku", [e.sku for e in parsed.errors if e.sku is not None], dtype=pl.Utf8)
-                   .to_frame().select(_unescaped("sku")).to_series().unique())
+        invalid = unescape_text_columns(pl.DataFrame(
+            {"sku": [e.sku for e in parsed.errors if e.sku is not None]}, schema={"sku": pl.Utf8}),
+            "sku").get_column("sku").unique()
         groups, location_errors = _split_by_location(frame, info, self._book, parsed)
         row_errors += location_errors
         with self._sessions() as session, session.begin():
@@ -231,7 +227,7 @@ class Processor:
             held_counts = {k: v for k, v in counts.items() if k != "recounted"}
             hold = next((p.hold_reason for _, p in plans if p.hold_reason), None)
             # Nothing written yet: what was read is the stock, whatever the outcome.
-            kept += [(t, versions[t], currents[t]) for t in set(targets) if targets.count(t) == 1]
+            kept.update({t: (versions[t], currents[t]) for t in targets if targets.count(t) == 1})
             uploads.clear_errors(session, upload_id)
             uploads.add_errors(session, upload_id, row_errors + stale_notes)
             if hold:
@@ -259,16 +255,12 @@ class Processor:
                                           reference=f"upload:{upload_id}", actor=f"upload:{upload.protocol}",
                                           now=now, current=currents[target.id] if alone else None,
                                           default_as_of=as_of, covers_as_of=plan.covers_as_of)
-                kept[:] = [k for k in kept if k[0] != target.id]
-                if not alone:
-                    self._stock.forget(target.id)
-                    continue
                 version = stock_version.current(session, target.id)
-                if version - versions[target.id] > 1:  # another write in this transaction
+                if not alone or version - versions[target.id] > 1:  # other writes in this transaction
+                    kept.pop(target.id, None)
                     self._stock.forget(target.id)
                     continue
-                kept.append((target.id, version,
-                             after_write(currents[target.id], written, source.full_feed_as_of)))
+                kept[target.id] = (version, after_write(currents[target.id], written, source.full_feed_as_of))
             status = "applied_with_errors" if row_errors else "applied"
             recounted = counts.pop("recounted", 0)
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"
@@ -323,12 +315,6 @@ class Processor:
         with self._sessions() as session:
             history, errors = uploads.show(session, upload_id)
         write_result(results, name, history, errors, frames)
-
-
-def _unescaped(column: str) -> pl.Expr:
-    """SKUs we escaped in a template ('=SKU) as they were."""
-    sku = pl.col(column)
-    return pl.when(sku.str.contains(UNESCAPE_PATTERN)).then(sku.str.slice(1)).otherwise(sku).alias(column)
 
 
 def _orders_after(session: Session, source_id: int, rows: pl.DataFrame, default: datetime) -> pl.DataFrame:

@@ -82,3 +82,23 @@ def test_an_empty_source_is_an_empty_frame_of_the_same_shape(make_env) -> None: 
     frame = loaded(env)
     assert frame.height == 0 and frame.schema == pl.Schema(
         {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Datetime("us", "UTC"), "product_id": pl.Int64})
+
+
+def test_a_source_too_big_for_one_aggregate_string_is_read_row_by_row(make_env, database) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    env = make_env()
+    env.upload("f.csv", "sku,quantity\n" + "".join(f"SKU-{i:04d},{i}\n" for i in range(40)))
+    if database.engine.dialect.name != "sqlite":
+        return  # the aggregate is SQLite's
+    with env.sessions() as s:
+        dbapi = s.connection().connection.dbapi_connection
+        # The SKUs joined are 40 x 9 bytes: over this limit, as a huge source is over the default.
+        before = dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)
+        try:
+            assert bulk._load_aggregated(s, env.source().id, "s.as_of",
+                                         "JOIN products p ON p.id = s.product_id") is None
+            frame = bulk.load_current(s, env.source().id)
+        finally:
+            dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, before)
+    assert frame.height == 40 and dict(zip(frame["sku"], frame["quantity"]))["SKU-0039"] == 39
