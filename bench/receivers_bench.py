@@ -47,11 +47,11 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
 from daemon.ingest.arrival import Arrival
-from daemon.ingest.receivers.accounts import MemoryAuthenticator
-from daemon.ingest.receivers.bans import BanList
-from daemon.ingest.receivers.ftp import FtpConfig, FtpService
-from daemon.ingest.receivers.hostkey import load_or_create_host_key
-from daemon.ingest.receivers.sftp import SftpConfig, SftpService
+from daemon.auth.accounts import MemoryAuthenticator
+from daemon.auth.bans import BanList
+from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
+from daemon.auth.hostkey import load_or_create_host_key
+from daemon.ingest.endpoints.sftp import SftpConfig, SftpService
 
 USER, PASSWORD = "bench", "bench-pass"
 MB = 1024 * 1024
@@ -358,7 +358,7 @@ def latency(tmp: Path, uploads: int, rows: int) -> None:
         book = SourceBook.load(s, settings)
     info = book.by_name("bench", "wh")
     assert info is not None
-    info.inbox.mkdir(parents=True, exist_ok=True)  # as daemon.service does before the receivers
+    info.inbox.mkdir(parents=True, exist_ok=True)  # as daemon.runtime.assemble does before the receivers
     info.results.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(settings, sessions, book, workers=2)
     outcomes: queue.Queue[tuple[float, Outcome]] = queue.Queue()

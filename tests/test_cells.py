@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from daemon.cells import (
+from daemon.formats.cells import (
     _TRIGGERS,
     FORMULA_PATTERN,
     UNESCAPE_PATTERN,

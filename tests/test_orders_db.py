@@ -24,7 +24,7 @@ from daemon.db.orders import (
     orders_after,
 )
 from daemon.errors import FeedError, UserError
-from daemon.orders.files import OrderRow
+from daemon.formats.orders import OrderRow
 from daemon.settings import Settings, parse_settings
 from tests.conftest import Database
 

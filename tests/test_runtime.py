@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.runtime import (
+from daemon.runtime.lifecycle import (
     RET_CRASHED,
     RET_FORCED,
     RET_OK,
@@ -349,7 +349,7 @@ import sys
 import threading
 
 from daemon.logs import configure_logging
-from daemon.runtime import Runtime, install_signal_handlers
+from daemon.runtime.lifecycle import Runtime, install_signal_handlers
 
 HANG = {hang}
 

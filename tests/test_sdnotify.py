@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import sdnotify
+from daemon.runtime import sdnotify
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.db.models import UPLOAD_STATUSES
 from daemon.errors import NotFound, UserError
-from daemon.ingest import held, template
+from daemon.ingest import held
+from daemon.formats import template
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.process import Outcome

@@ -15,7 +15,7 @@ from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db.catalog import sync_config
 from daemon.db.markets import add_market, get_market, import_listing_rows, list_markets, market_inventory, sync_markets
 from daemon.errors import FeedError
-from daemon.orders.files import RowError, read_listings
+from daemon.formats.orders import RowError, read_listings
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from daemon.db import uploads
 from daemon.ingest.intake import sha256_of
 from daemon.ingest.spool import SpoolDirs
-from daemon.orders.files import RowError
+from daemon.formats.orders import RowError
 
 
 def record(session: Session, *, market_id: int, kind: str, file: Path, now: datetime,

@@ -15,6 +15,6 @@ from daemon.cli.app import App
 @click.pass_obj
 def run(app: App, log_format: str, log_level: str) -> None:
     """Run the daemon until SIGTERM or SIGINT (a second signal forces the stop)."""
-    from daemon.service import run_daemon
+    from daemon.runtime.assemble import run_daemon
 
     raise SystemExit(run_daemon(app, log_format=log_format, log_level=log_level))

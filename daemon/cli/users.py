@@ -144,7 +144,7 @@ def sftp() -> None:
 @click.pass_obj
 def sftp_host_key(app: App) -> None:
     """Print the SFTP host key's fingerprint (the key is made on first use)."""
-    from daemon.ingest.receivers.hostkey import fingerprint, load_or_create_host_key
+    from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 
     path = app.settings.listeners.sftp.host_key or app.settings.data_dir / "ssh_host_ed25519_key"
     key = load_or_create_host_key(path)

@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db.models import Account as AccountRow
 from daemon.db.models import AccountKey, MarketRecord, Merchant, Source
 from daemon.errors import NotFound, UserError
-from daemon.ingest.receivers.accounts import (
+from daemon.auth.accounts import (
     Account,
     burn_password_time,
     hash_password,
     public_key_blob,
     verify_password,
 )
-from daemon.ingest.receivers.hostkey import blob_fingerprint
+from daemon.auth.hostkey import blob_fingerprint
 from daemon.ingest.sources import SourceBook
 
 

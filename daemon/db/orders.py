@@ -41,7 +41,7 @@ from daemon.inventory.cancellations import (
 )
 from daemon.inventory.orders import LineKey, OrderLine, OrderOutcomeKind, apply_order_line
 from daemon.inventory.stock import Change, LedgerEntry, StockLevel
-from daemon.orders.files import OrderRow, RowError, read_cancellations, read_orders
+from daemon.formats.orders import OrderRow, RowError, read_cancellations, read_orders
 
 _CHUNK = 500
 

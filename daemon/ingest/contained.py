@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from daemon.errors import FeedError
-from daemon.ingest.parse import ParsedFeed, ParseOptions, RowError
+from daemon.formats.feeds import ParsedFeed, ParseOptions, RowError
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
@@ -41,7 +41,7 @@ def _serve(fd: int) -> None:
 
     conn = Connection(fd)
 
-    from daemon.ingest.parse import parse_feed  # warm the imports before the first file
+    from daemon.formats.feeds import parse_feed  # warm the imports before the first file
 
     conn.send(("ready",))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -336,6 +336,14 @@ def close() -> None:
         pool, _default = _default, None
     if pool is not None:
         pool.close()
+
+
+
+def parse_contained(
+    path: Path, options: ParseOptions, *, timeout_s: float = 120, memory_bytes: int = 2 * 1024**3
+) -> ParsedFeed:
+    """``parse_feed`` in the shared pool's worker."""
+    return default_pool().parse(path, options, timeout_s=timeout_s, memory_bytes=memory_bytes)
 
 
 atexit.register(close)

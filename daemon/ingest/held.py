@@ -10,7 +10,7 @@ from daemon.db import uploads
 from daemon.db.models import Upload
 from daemon.errors import UserError
 from daemon.ingest.process import Outcome, Processor
-from daemon.ingest.results import write_result
+from daemon.formats.results import write_result
 from daemon.ingest.sources import SourceBook
 from daemon.ingest.spool import SpoolDirs, move
 

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.dispatch import Dispatcher
 from daemon.ingest.intake import Intake
-from daemon.ingest.parse import ParsedFeed, ParseOptions, parse_contained
+from daemon.formats.feeds import ParsedFeed, ParseOptions
+from daemon.ingest.contained import parse_contained
 from daemon.ingest.process import Outcome, Processor
 from daemon.ingest.retention import Janitor
 from daemon.ingest.sources import SourceBook

@@ -20,17 +20,17 @@ import polars as pl
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.cells import unescape_text_columns
+from daemon.formats.cells import unescape_text_columns
 from daemon.db import bulk, orders, stock_version, uploads
 from daemon.db.models import Upload
 from daemon.errors import FeedError
-from daemon.ingest.parse import ParsedFeed, ParseOptions
-from daemon.ingest import headers
+from daemon.formats.feeds import ParsedFeed, ParseOptions
+from daemon.formats import headers
 from daemon.ingest.market_files import apply_market_file
-from daemon.ingest.results import write_result
+from daemon.formats.results import write_result
 from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.ingest.spool import SpoolDirs, move
-from daemon.ingest.stock_cache import StockCache, after_write
+from daemon.ingest.stock_store import StockCache, after_write
 from daemon.inventory.feed import FeedPlan, FeedPolicy, covers_source, plan_feed
 from daemon.settings import IngestSettings
 

@@ -1,0 +1,1 @@
+"""Upload-history digests and alerts for merchants, sent through an email outbox."""

@@ -12,7 +12,7 @@ from tempfile import TemporaryDirectory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.ingest.parse import ParseOptions, parse_feed
+from daemon.formats.feeds import ParseOptions, parse_feed
 
 CELLS = {
     "sku": st.sampled_from(["A", "B", "0017", "", " ", "#N/A", "1.23E+05", "=X", "Ä-1", "A"]),

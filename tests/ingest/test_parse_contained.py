@@ -9,7 +9,8 @@ import pytest
 
 from daemon.errors import FeedError
 from daemon.ingest import contained
-from daemon.ingest.parse import ParseOptions, parse_contained, parse_feed
+from daemon.formats.feeds import ParseOptions, parse_feed
+from daemon.ingest.contained import parse_contained
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import FeedError
-from daemon.ingest.parse import ParseOptions, parse_feed
+from daemon.formats.feeds import ParseOptions, parse_feed
 
 FEEDS = Path(__file__).resolve().parents[2] / "sample_files" / "feeds"
 GOOD = sorted((FEEDS / "good").glob("*.*"))

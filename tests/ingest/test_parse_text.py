@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from daemon.errors import FeedError
-from daemon.ingest.parse import ParseOptions, parse_feed
+from daemon.formats.feeds import ParseOptions, parse_feed
 
 
 def feed(tmp_path: Path, data: bytes, name: str = "feed.csv", **options):

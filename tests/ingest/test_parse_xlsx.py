@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 
 from daemon.errors import FeedError
-from daemon.ingest.parse import ParseOptions, parse_feed
+from daemon.formats.feeds import ParseOptions, parse_feed
 
 
 def workbook(tmp_path: Path, rows: list[list[object]], *, title: str = "Sheet1", start_row: int = 1,
@@ -134,7 +134,7 @@ def test_a_sheet_without_empty_or_error_cells_is_read_without_loading_pyarrow(tm
     import sys
 
     path = workbook(tmp_path, [["sku", "quantity"], ["A", 1], ["B", 2]])
-    probe = ("import sys; from pathlib import Path; from daemon.ingest.parse import parse_feed, ParseOptions; "
+    probe = ("import sys; from pathlib import Path; from daemon.formats.feeds import parse_feed, ParseOptions; "
              f"f = parse_feed(Path({str(path)!r}), ParseOptions()); "
              "print(f.total_rows, 'pyarrow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -16,10 +16,10 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.cells import escape_cell
+from daemon.formats.cells import escape_cell
 from daemon.db.uploads import ErrorRow, HistoryRow
-from daemon.ingest.parse import ParsedFeed
-from daemon.ingest.results import write_result
+from daemon.formats.feeds import ParsedFeed
+from daemon.formats.results import write_result
 from daemon.inventory.feed import FeedPlan, FeedPolicy, plan_feed
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from daemon.ingest import template
+from daemon.formats import template
 from tests.helpers import run_cli
 from tests.ingest.conftest import IngestEnv
 

@@ -1,0 +1,289 @@
+"""The hosted SFTP endpoint (paramiko server), a thin receiver.
+
+Only the ``sftp`` subsystem is offered: no shell, exec or forwarding. This
+module holds the SSH side (logins, channel policy, sessions, the accept loop);
+what a logged-in session may do with files, and when an upload is taken, is in
+``sftp_fs``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+import structlog
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
+
+from daemon.ingest.arrival import Arrival
+from daemon.auth.accounts import Account, Authenticator
+from daemon.auth.bans import BanList
+from daemon.auth.hostkey import fingerprint, load_or_create_host_key
+from daemon.ingest.endpoints.jail import Jail
+from daemon.ingest.endpoints.sftp_fs import SftpServer
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class SftpConfig:
+    host: str = "127.0.0.1"
+    port: int = 2222
+    host_key_path: Path = Path("ssh_host_ed25519_key")
+    max_file_bytes: int = 512 * 1024 * 1024
+    idle_timeout: float = 300
+    max_connections: int = 50
+    auth_timeout: float = 30  # seconds to finish logging in after connecting
+    max_auth_failures: int = 6  # per connection, then it is closed
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: SftpConfig
+    authenticator: Authenticator
+    bans: BanList
+    deliver: Callable[[Arrival], int]
+
+
+@dataclass
+class Session:
+    """One SSH connection: who it is and the threads that serve it."""
+
+    ctx: _Context
+    remote_addr: str
+    transport: paramiko.Transport | None = None
+    accounts: dict[str, Account] = field(default_factory=dict)  # by username, once checked
+    auth_failures: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SshServer(paramiko.ServerInterface):
+    """Authentication and channel policy: logins, and the sftp subsystem only."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey,password"
+
+    def _banned(self) -> bool:
+        return self.session.ctx.bans.is_banned(self.session.remote_addr, time.monotonic())
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        s = self.session
+        if self._banned():
+            self._hang_up()
+            return AUTH_FAILED
+        account = s.ctx.authenticator.check_password(username, password)
+        if account is None:
+            log.info("login_failed", protocol="sftp", user=username, remote_addr=s.remote_addr)
+            s.auth_failures += 1
+            banned = s.ctx.bans.failed(s.remote_addr, time.monotonic())
+            if banned or s.auth_failures >= s.ctx.config.max_auth_failures:
+                self._hang_up()
+            return AUTH_FAILED
+        s.ctx.bans.succeeded(s.remote_addr, time.monotonic())
+        return self._accept(account)
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        # paramiko asks before and after checking the signature; a key that
+        # does not match is not counted as a failure: clients offer every key
+        # they hold, and that is not password guessing.
+        if self._banned():
+            self._hang_up()
+            return AUTH_FAILED
+        account = self.session.ctx.authenticator.check_key(username, key)
+        return AUTH_FAILED if account is None else self._accept(account)
+
+    def _accept(self, account: Account) -> int:
+        try:
+            Jail(account.root).ensure_folders()
+        except OSError as exc:
+            log.error("account_folder_missing", user=account.username, root=str(account.root),
+                      error=str(exc))
+            return AUTH_FAILED
+        self.session.accounts[account.username] = account
+        self.session.touch()
+        return AUTH_SUCCESSFUL
+
+    def _hang_up(self) -> None:
+        # closing from inside the transport's own thread is fine in paramiko,
+        # but do it after this reply so the client hears "failed" first
+        t = self.session.transport
+        if t is not None:
+            timer = threading.Timer(0.1, t.close)
+            timer.daemon = True
+            self.session.threads.append(timer)
+            timer.start()
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind == "session":
+            return OPEN_SUCCEEDED
+        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        if name != "sftp":
+            return False
+        return super().check_channel_subsystem_request(channel, name)
+
+    # shell, exec, pty, x11, agent, port forwarding, env: paramiko's defaults refuse
+
+
+class SftpService:
+    """The SFTP receiver as a service: start(), stop(), check(), address."""
+
+    name = "sftp"
+
+    def __init__(
+        self,
+        config: SftpConfig,
+        authenticator: Authenticator,
+        bans: BanList,
+        deliver: Callable[[Arrival], int],
+    ) -> None:
+        self.config = config
+        self._ctx = _Context(config, authenticator, bans, deliver)
+        self._host_key: paramiko.PKey | None = None
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._sessions: list[Session] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("sftp: not started")
+        return self._address
+
+    @property
+    def host_key(self) -> paramiko.PKey:
+        if self._host_key is None:
+            self._host_key = load_or_create_host_key(self.config.host_key_path)
+        return self._host_key
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("sftp: already running")
+        key = self.host_key
+        listener = socket.create_server((self.config.host, self.config.port), backlog=100)
+        listener.settimeout(0.2)  # the accept loop wakes to notice stop() and idle sessions
+        self._listener = listener
+        self._address = listener.getsockname()[:2]
+        self._stopping = threading.Event()
+        self._error = None
+        self._thread = threading.Thread(target=self._accept_loop, args=(listener,),
+                                        name="sftp-accept", daemon=True)
+        self._thread.start()
+        log.info("sftp_listening", host=self._address[0], port=self._address[1],
+                 host_key=fingerprint(key))
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    conn, addr = listener.accept()
+                except TimeoutError:
+                    self._housekeeping()
+                    continue
+                except OSError:
+                    if self._stopping.is_set():
+                        break
+                    raise
+                self._admit(conn, addr[0])
+        except BaseException as exc:  # check() reports it
+            self._error = exc
+            log.exception("sftp_server_died")
+        finally:
+            listener.close()
+
+    def _admit(self, conn: socket.socket, remote_addr: str) -> None:
+        self._housekeeping()
+        if self._ctx.bans.is_banned(remote_addr, time.monotonic()):
+            log.info("connection_refused", protocol="sftp", remote_addr=remote_addr, reason="banned")
+            conn.close()
+            return
+        with self._lock:
+            busy = len(self._sessions) >= self.config.max_connections
+        if busy:
+            log.warning("connection_refused", protocol="sftp", remote_addr=remote_addr,
+                        reason="max_connections")
+            conn.close()
+            return
+        session = Session(self._ctx, remote_addr)
+        try:
+            conn.settimeout(None)
+            transport = paramiko.Transport(conn)
+            session.transport = transport
+            transport.add_server_key(self.host_key)
+            transport.set_subsystem_handler("sftp", SftpServer, session)
+            transport.auth_timeout = self.config.auth_timeout
+            transport.handshake_timeout = self.config.auth_timeout
+            transport.banner_timeout = self.config.auth_timeout
+            with self._lock:
+                self._sessions.append(session)
+            # with an event, start_server returns at once; the handshake runs
+            # in the transport's own thread
+            transport.start_server(event=threading.Event(), server=SshServer(session))
+        except Exception:
+            log.exception("sftp_session_failed", remote_addr=remote_addr)
+            session.close()
+            conn.close()
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            sessions = list(self._sessions)
+        for s in sessions:
+            t = s.transport
+            if t is not None and t.is_alive() and now - s.last_activity > self.config.idle_timeout:
+                log.info("sftp_idle_timeout", remote_addr=s.remote_addr)
+                s.close()
+            if t is None or not t.is_alive():
+                self._join_session(s, deadline=now)
+                with self._lock:
+                    if s in self._sessions and not any(th.is_alive() for th in s.threads):
+                        self._sessions.remove(s)
+
+    @staticmethod
+    def _join_session(s: Session, deadline: float) -> None:
+        threads: list[threading.Thread] = list(s.threads)
+        if s.transport is not None:
+            threads.append(s.transport)
+        for th in threads:
+            if th.ident is None or th is threading.current_thread():
+                continue
+            th.join(max(0.0, deadline - time.monotonic()))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            sessions, self._sessions = list(self._sessions), []
+        for s in sessions:
+            s.close()  # ends the transport; its sftp thread sees EOF and drops unfinished uploads
+        for s in sessions:
+            self._join_session(s, deadline)
+        self._thread = None
+
+    def check(self) -> None:
+        if self._thread is None:
+            return
+        if not self._thread.is_alive():
+            raise RuntimeError(f"sftp: accept thread died: {self._error!r}")

@@ -1,0 +1,139 @@
+"""Connecting to a warehouse's SFTP server for a pull: the host key is pinned
+(from ``host_key_fingerprint`` and/or ``known_hosts``), never learned, and every
+way it can fail is a :class:`PullError` with a sentence saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+import paramiko
+import structlog
+
+from daemon.auth.hostkey import fingerprint
+from daemon.settings import PullSettings
+
+log = structlog.get_logger()
+
+
+class PullError(Exception):
+    """The endpoint could not be used this time (down, refused, key, auth)."""
+
+
+def _known_keys(pull: PullSettings) -> list[paramiko.PKey]:
+    """The keys known_hosts pins for this host, as OpenSSH names it."""
+    assert pull.known_hosts is not None
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(str(pull.known_hosts))
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # malformed lines raise from inside paramiko
+        raise PullError(f"cannot read known_hosts {pull.known_hosts}: {exc}") from exc
+    # OpenSSH writes "[host]:port" for any port but 22
+    name = pull.host if pull.port == 22 else f"[{pull.host}]:{pull.port}"
+    entry = keys.lookup(name)
+    return list(entry.values()) if entry else []
+
+
+def _prefer_pinned_types(transport: paramiko.Transport, known: list[paramiko.PKey]) -> None:
+    """Ask the server for a key type we have pinned, so a server holding several
+    keys does not show one we cannot check (what OpenSSH does too)."""
+    types: set[str] = set()
+    for key in known:
+        name = key.get_name()
+        types.update(("rsa-sha2-512", "rsa-sha2-256") if name == "ssh-rsa" else (name,))
+    options = transport.get_security_options()
+    wanted = tuple(t for t in options.key_types if t in types)
+    if wanted:
+        options.key_types = wanted
+
+
+def _verify_host_key(transport: paramiko.Transport, pull: PullSettings, label: str,
+                     known: list[paramiko.PKey] | None) -> None:
+    offered = transport.get_remote_server_key()
+    got = fingerprint(offered)
+    expected: list[str] = []
+    ok = True
+    # every configured pin must agree: two pins are never weaker than one
+    if pull.host_key_fingerprint is not None:
+        pinned = pull.host_key_fingerprint.strip().rstrip("=")
+        expected.append(pinned)
+        ok = ok and got == pinned
+    if known is not None:
+        expected.extend(fingerprint(k) for k in known)
+        ok = ok and any(k.asbytes() == offered.asbytes() for k in known)
+    if not ok:
+        log.error("pull_host_key_rejected", source=label, host=pull.host, port=pull.port,
+                  expected=expected, offered=got, key_type=offered.get_name())
+        raise PullError(f"host key {got} ({offered.get_name()}) is not the pinned one"
+                        f" ({', '.join(expected) or 'none known for this host'})")
+
+
+def _load_key(pull: PullSettings) -> paramiko.PKey:
+    assert pull.key_file is not None
+    passphrase: bytes | None = None
+    if pull.key_passphrase_env is not None:
+        value = os.environ.get(pull.key_passphrase_env)
+        if value is None:
+            raise PullError(f"key_passphrase_env: {pull.key_passphrase_env} is not set")
+        passphrase = value.encode()  # PKey.from_path hands it to cryptography, which wants bytes
+    try:
+        return paramiko.PKey.from_path(pull.key_file, passphrase)
+    except (OSError, paramiko.SSHException, ValueError, TypeError) as exc:
+        raise PullError(f"cannot load key_file {pull.key_file}: {exc}") from exc
+
+
+def _authenticate(transport: paramiko.Transport, pull: PullSettings) -> None:
+    try:
+        password = pull.resolved_password()
+    except ValueError as exc:
+        raise PullError(str(exc)) from exc
+    try:
+        if pull.key_file is not None:
+            try:
+                transport.auth_publickey(pull.user, _load_key(pull))
+            except paramiko.AuthenticationException:
+                if password is None:
+                    raise
+        if not transport.is_authenticated() and password is not None:
+            transport.auth_password(pull.user, password)
+    except paramiko.AuthenticationException as exc:
+        raise PullError(f"authentication failed for {pull.user}: {exc}") from exc
+    if not transport.is_authenticated():
+        raise PullError(f"authentication failed for {pull.user}")
+
+
+def open_sftp(pull: PullSettings, label: str,
+          register: Callable[[paramiko.Transport], None]) -> paramiko.SFTPClient:
+    """A logged-in SFTP session; the transport is handed to ``register`` as soon
+    as it exists, so stop() can close it mid-handshake or mid-download."""
+    known = _known_keys(pull) if pull.known_hosts is not None else None
+    try:
+        sock = socket.create_connection((pull.host, pull.port), timeout=pull.timeout_seconds)
+    except OSError as exc:
+        raise PullError(f"cannot connect to {pull.host}:{pull.port}: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    register(transport)
+    try:
+        transport.banner_timeout = transport.handshake_timeout = pull.timeout_seconds
+        transport.auth_timeout = pull.timeout_seconds
+        if known:
+            _prefer_pinned_types(transport, known)
+        transport.start_client(timeout=pull.timeout_seconds)
+        _verify_host_key(transport, pull, label, known)
+        _authenticate(transport, pull)
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        if sftp is None:
+            raise PullError("the server refused the sftp subsystem")
+        sftp.get_channel().settimeout(pull.timeout_seconds)  # a stalled read must not hang
+        return sftp
+    except PullError:
+        transport.close()
+        raise
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        transport.close()
+        why = str(exc) or type(exc).__name__
+        raise PullError(f"ssh to {pull.host}:{pull.port} failed: {why}") from exc
