@@ -179,7 +179,6 @@ from daemon.db.engine import make_engine, session_factory
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
-from daemon.ingest import contained
 from daemon.settings import load_settings
 import shutil
 
@@ -194,8 +193,8 @@ with sessions() as s, s.begin():
 pipe = Pipeline(settings, sessions, book, workers=1)
 info = book.by_name("bench", "wh")
 # A running daemon's parser is up long before a file comes (pipeline.py).
-contained.default_pool().warm(wait_s=60)
-# As the daemon runs it (daemon/service.py): SQLite's log is checkpointed by
+pipe.parsers.warm(wait_s=60)
+# As the daemon runs it (daemon/runtime/assemble.py): SQLite's log is checkpointed by
 # a thread of its own, not inside the commit of the upload.
 checkpointer = None
 if engine.dialect.name == "sqlite":
@@ -234,7 +233,7 @@ for f in sys.argv[2:]:
                 "status": o.status, **o.counts})
 if checkpointer is not None:
     checkpointer.stop()
-contained.close()
+pipe.close()
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"runs": out, "rss_self_mb": self_kb / 1024, "rss_child_mb": child_kb / 1024}))

@@ -339,9 +339,8 @@ def latency(tmp: Path, uploads: int, rows: int) -> None:
     from daemon.db.engine import make_engine, session_factory
     from daemon.db.markets import sync_markets
     from daemon.db.models import Upload
-    from daemon.ingest import contained
+    from daemon.ingest.outcomes import Outcome
     from daemon.ingest.pipeline import Pipeline
-    from daemon.ingest.process import Outcome
     from daemon.ingest.sources import SourceBook
     from daemon.settings import parse_settings
 
@@ -362,9 +361,16 @@ def latency(tmp: Path, uploads: int, rows: int) -> None:
     info.results.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(settings, sessions, book, workers=2)
     outcomes: queue.Queue[tuple[float, Outcome]] = queue.Queue()
-    # stamped in the worker right after the outcome is filed: no polling delay
-    pipeline.on_outcome(lambda o: outcomes.put((time.perf_counter(), o)))
-    contained.default_pool().warm()
+    process = pipeline.processor.process
+
+    def stamped(upload_id: int) -> Outcome:
+        # stamped in the worker right after the outcome is filed: no polling delay
+        outcome = process(upload_id)
+        outcomes.put((time.perf_counter(), outcome))
+        return outcome
+
+    pipeline.processor.process = stamped  # type: ignore[method-assign]
+    pipeline.parsers.warm()
     pipeline.dispatcher.start()
     auth = MemoryAuthenticator(rounds=4)
     auth.add(USER, source_id=info.id, root=info.folder, password=PASSWORD)
@@ -391,7 +397,7 @@ def latency(tmp: Path, uploads: int, rows: int) -> None:
     finally:
         svc.stop()
         pipeline.dispatcher.stop(10)
-        contained.close()
+        pipeline.close()
     with sessions() as s:
         rows_db = s.execute(select(Upload.status, Upload.received_at, Upload.started_at,
                                    Upload.finished_at).where(Upload.id.in_(ids))).all()

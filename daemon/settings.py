@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, NotFound, UserError
+from daemon.inventory.allocation import MERCHANT_FULFILLED
 
 CONFIG_ENV = "STOCKDROP_CONFIG"
 DEFAULT_CONFIG_NAME = "stockdrop.toml"
-MERCHANT_FULFILLED = "merchant-fulfilled"
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
@@ -170,7 +170,7 @@ class SourceSettings(_Model):
 
 
 class MarketSettings(_Model):
-    """A marketplace the merchant sells on; the rules arrive with the markets issue."""
+    """A marketplace the merchant sells on: which sources feed it, and its channel rules."""
 
     name: Name
     kind: Literal["amazon", "ebay", "walmart", "shopify", "generic"] = "generic"
@@ -228,6 +228,16 @@ class MerchantSettings(_Model):
             return list(self.sources)
         default = SourceSettings(name=MERCHANT_FULFILLED, kind="merchant-fulfilled", priority=0)
         return [default, *self.sources]
+
+
+def market_settings(**values: Any) -> MarketSettings:
+    """A market from ``market add``'s options, checked as a config's is (a ``UserError`` if not)."""
+    try:
+        return MarketSettings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "market"
+        raise UserError(f"{where}: {_message(first)}") from None
 
 
 def _no_duplicates(names: list[str], what: str) -> None:
@@ -324,8 +334,6 @@ class Settings(_Model):
         return self.database.resolved_url(self.data_dir)
 
     def merchant(self, name: str | None) -> MerchantSettings:
-        from daemon.errors import NotFound
-
         if name is None:
             if len(self.merchants) == 1:
                 return self.merchants[0]

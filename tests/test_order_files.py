@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import FeedError
-from daemon.formats.orders import read_cancellations, read_listings, read_orders
+from daemon.formats.listings import read_listings
+from daemon.formats.orders import read_cancellations, read_orders
 
 SAMPLES = Path(__file__).parent.parent / "sample_files"
 

@@ -17,18 +17,27 @@ from daemon.db.engine import session_factory
 from daemon.db.markets import add_market, get_market, import_listing_rows, market_view, sync_markets
 from daemon.db.models import Listing, MarketRecord, Product
 from daemon.db.orders import (
-    apply_cancellation_file,
-    apply_order_file,
     apply_order_lines,
     cancel_order,
     orders_after,
 )
 from daemon.errors import FeedError, UserError
-from daemon.formats.orders import OrderRow
-from daemon.settings import Settings, parse_settings
+from daemon.formats.orders import OrderRow, read_cancellations, read_orders
+from daemon.ingest.apply_market import apply_cancellations, apply_orders
+from daemon.settings import Settings, market_settings, parse_settings
 from tests.conftest import Database
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def apply_order_file(session: Session, market_id: int, path: Path, *, upload_ref: str, now: datetime):  # type: ignore[no-untyped-def]
+    """Read an order file as the parser worker does, then apply it."""
+    return apply_orders(session, market_id, read_orders(path), upload_ref=upload_ref, now=now, actor="orders")
+
+
+def apply_cancellation_file(session: Session, market_id: int, path: Path, *, upload_ref: str, now: datetime):  # type: ignore[no-untyped-def]
+    return apply_cancellations(session, market_id, read_cancellations(path), upload_ref=upload_ref, now=now,
+                               actor="orders")
 
 
 def _settings(tmp_path: Path, *, split: bool = False, restock: str = "by_origin") -> Settings:
@@ -157,8 +166,8 @@ def test_first_integration_wins_and_a_later_market_is_sent_the_current_inventory
 
 
 def test_a_market_shows_the_sum_of_its_sources_after_its_channel_rules(world: World) -> None:
-    add_market(world.session, "acme", "shop", kind="shopify", sources=["wh1", "wh2"], buffer=2, percent=50,
-               maximum=4, minimum=2, now=T0)
+    add_market(world.session, "acme", market_settings(name="shop", kind="shopify", sources=["wh1", "wh2"],
+                                                      buffer=2, percent=50, maximum=4, minimum=2), now=T0)
     world.set("merchant-fulfilled", "A", 100)
     world.set("wh1", "A", 7)
     world.set("wh2", "A", 6)   # 13 -> buffer 11 -> 50% 5 -> max 4
@@ -167,9 +176,9 @@ def test_a_market_shows_the_sum_of_its_sources_after_its_channel_rules(world: Wo
     assert (rows["A"].quantities, rows["A"].available, rows["A"].quantity) == ({"wh1": 7, "wh2": 6}, 13, 4)
     assert (rows["B"].available, rows["B"].quantity) == (4, 0)
     with pytest.raises(UserError, match="no source named 'nope'"):
-        add_market(world.session, "acme", "x", sources=["nope"], now=T0)
+        add_market(world.session, "acme", market_settings(name="x", sources=["nope"]), now=T0)
     with pytest.raises(UserError, match="already has a market"):
-        add_market(world.session, "acme", "amazon", now=T0)
+        add_market(world.session, "acme", market_settings(name="amazon"), now=T0)
 
 
 def test_a_market_cancellation_returns_exactly_what_was_taken(split_world: World) -> None:

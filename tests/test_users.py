@@ -16,7 +16,7 @@ import paramiko
 import pytest
 
 from daemon import exitcodes
-from daemon.db.accounts import DbAuthenticator
+from daemon.auth.accounts import DbAuthenticator
 from daemon.db.engine import session_factory
 from daemon.ingest.sources import SourceBook
 from daemon.settings import load_settings

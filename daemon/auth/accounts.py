@@ -1,29 +1,25 @@
 """Who may log in to the hosted endpoints, and where their files go.
 
-The receivers only see the :class:`Authenticator` protocol; the lead backs it
-with the database later. :class:`MemoryAuthenticator` is the in-memory
-implementation used by tests (and by anything that needs a fixed account list).
+The endpoints only see the :class:`Authenticator` protocol. The daemon's is
+:class:`DbAuthenticator`, backed by the accounts tables;
+:class:`MemoryAuthenticator` holds a fixed list in memory (tests, benchmarks).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import bcrypt
 import paramiko
+from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_ROUNDS = 12
-# Our own hashes pre-hash with SHA-256 so that passwords longer than bcrypt's
-# 72-byte limit are neither truncated nor rejected (bcrypt>=5 raises on them).
-_PREFIX = "bcrypt-sha256$"
+from daemon.auth.passwords import DEFAULT_ROUNDS, burn_password_time, hash_password, verify_password
+from daemon.db import accounts as rows
 
 
 @dataclass(frozen=True)
@@ -45,48 +41,6 @@ class Authenticator(Protocol):
     def check_key(self, username: str, key: paramiko.PKey) -> Account | None: ...
 
     def has_keys(self, username: str) -> bool: ...
-
-
-def _prehash(password: str) -> bytes:
-    return base64.b64encode(hashlib.sha256(password.encode("utf-8")).digest())
-
-
-def hash_password(password: str, *, rounds: int = DEFAULT_ROUNDS) -> str:
-    """A string safe to store: ``bcrypt-sha256$<bcrypt hash>``."""
-    hashed = bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds=rounds))
-    return _PREFIX + hashed.decode("ascii")
-
-
-@lru_cache(maxsize=8)
-def _dummy_hash(rounds: int) -> bytes:
-    return bcrypt.hashpw(b"stockdrop-no-such-user", bcrypt.gensalt(rounds=rounds))
-
-
-def burn_password_time(password: str, rounds: int = DEFAULT_ROUNDS) -> None:
-    """Spend what a real check costs, so unknown users are not told apart by timing."""
-    bcrypt.checkpw(_prehash(password), _dummy_hash(rounds))
-
-
-def verify_password(password: str, hashed: str | None, *, rounds: int = DEFAULT_ROUNDS) -> bool:
-    """Constant-time check of ``password`` against a stored hash.
-
-    ``hashed=None`` (no such user, or no password set) still spends the bcrypt
-    time at ``rounds`` and returns False. Plain ``$2b$`` hashes (e.g. made by
-    ``htpasswd -B``) are accepted for passwords bcrypt can take.
-    """
-    if hashed is None:
-        burn_password_time(password, rounds)
-        return False
-    try:
-        if hashed.startswith(_PREFIX):
-            return bcrypt.checkpw(_prehash(password), hashed[len(_PREFIX) :].encode("ascii"))
-        raw = password.encode("utf-8")
-        if hashed.startswith(("$2a$", "$2b$", "$2y$")) and len(raw) <= 72:
-            return bcrypt.checkpw(raw, hashed.encode("ascii"))
-    except ValueError:  # a corrupt stored hash is a failed login, not a crash
-        pass
-    burn_password_time(password, rounds)
-    return False
 
 
 def public_key_blob(key: str | paramiko.PKey) -> tuple[str, bytes]:
@@ -158,3 +112,58 @@ class MemoryAuthenticator:
     def has_keys(self, username: str) -> bool:
         entry = self._get(username)
         return bool(entry and entry.keys)
+
+
+class Folders(Protocol):
+    """Where an account's files go, by what it is jailed to (``ingest.sources.SourceBook``)."""
+
+    def source_root(self, source_id: int) -> Path | None: ...
+
+    def market_root(self, market_id: int, kind: str) -> Path | None: ...
+
+
+class DbAuthenticator:
+    """The endpoints' Authenticator, backed by the accounts tables.
+
+    Lookups happen per login, so an account added or removed with the CLI
+    takes effect on the next login without a restart.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], folders: Folders) -> None:
+        self._sessions = sessions
+        self._folders = folders
+
+    def _lookup(self, username: str) -> tuple[rows.Login | None, Account | None]:
+        with self._sessions() as session:
+            login = rows.find_login(session, username)
+        if login is None:
+            return None, None
+        if login.market_id is not None:
+            root = self._folders.market_root(login.market_id, login.kind)
+            if root is None:
+                return login, None  # its market is no longer known: no login
+            return login, Account(username=username, source_id=None, root=root,
+                                  market_id=login.market_id, kind=login.kind)
+        root = self._folders.source_root(login.source_id) if login.source_id is not None else None
+        if root is None:
+            return login, None  # its source is no longer configured: no login
+        return login, Account(username=username, source_id=login.source_id, root=root)
+
+    def check_password(self, username: str, password: str) -> Account | None:
+        login, account = self._lookup(username)
+        if login is None or account is None:
+            burn_password_time(password)
+            return None
+        return account if verify_password(password, login.password_hash) else None
+
+    def check_key(self, username: str, key: paramiko.PKey) -> Account | None:
+        login, account = self._lookup(username)
+        if login is None or account is None:
+            return None
+        with self._sessions() as session:
+            found = rows.has_key(session, login.id, base64.b64encode(key.asbytes()).decode())
+        return account if found else None
+
+    def has_keys(self, username: str) -> bool:
+        with self._sessions() as session:
+            return rows.has_any_key(session, username)

@@ -11,7 +11,7 @@ from collections import deque
 
 import structlog
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 # Forget idle addresses once the table is this big, so a scan from many
 # addresses cannot grow memory without bound.

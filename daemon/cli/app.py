@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import migrate
 from daemon.db.engine import make_engine, session_factory
-from daemon.errors import UserError
 from daemon.settings import Settings, load_settings
 
 
@@ -25,6 +24,7 @@ class App:
         self._settings: Settings | None = None
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self._on_close: list[Callable[[], None]] = []
 
     @property
     def settings(self) -> Settings:
@@ -41,28 +41,30 @@ class App:
                                        pool_size=s.database.pool_size)
         return self._engine
 
-    def require_schema(self) -> None:
-        """Refuse to work on a database whose schema is not the code's."""
-        current, head = migrate.current_revision(self.engine), migrate.head_revision(self.engine)
-        if current != head:
-            raise UserError(
-                f"the database is at revision {current or 'none'}, this version needs {head}: "
-                "run `stockdrop db upgrade`"
-            )
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """Sessions on a database whose schema is the code's (else a ``UserError``)."""
+        if self._sessions is None:
+            migrate.require_head(self.engine)
+            self._sessions = session_factory(self.engine)
+        return self._sessions
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        if self._sessions is None:
-            self.require_schema()
-            self._sessions = session_factory(self.engine)
-        with self._sessions() as session, session.begin():
+        with self.sessions() as session, session.begin():
             yield session
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the command ends (parser processes to stop, say)."""
+        self._on_close.append(callback)
 
     @staticmethod
     def now() -> datetime:
         return datetime.now(UTC)
 
     def close(self) -> None:
+        while self._on_close:
+            self._on_close.pop()()
         if self._engine is not None:
             self._engine.dispose()
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from daemon.auth.passwords import hash_password
 from daemon.db.accounts import add_account
 from daemon.db.catalog import get_source
 from daemon.db.stock import set_one
@@ -65,7 +66,7 @@ DEMO_PASSWORD = "demo-password"
 def seed_demo(session: Session, now: datetime) -> int:
     mf = get_source(session, "demo", "merchant-fulfilled")
     wh = get_source(session, "demo", "main-warehouse")
-    add_account(session, wh, DEMO_USER, DEMO_PASSWORD, now)
+    add_account(session, wh, DEMO_USER, hash_password(DEMO_PASSWORD), now)
     for sku, mf_qty, wh_qty in DEMO_STOCK:
         set_one(session, mf, sku, mf_qty, actor="init", now=now, reason=Reason.IMPORT)
         set_one(session, wh, sku, wh_qty, actor="init", now=now, reason=Reason.IMPORT)

@@ -14,28 +14,45 @@ from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import stock as store
 from daemon.db import uploads
-from daemon.db.catalog import sync_config
-from daemon.db.markets import sync_markets
-from daemon.db.engine import session_factory
-from daemon.db.models import UPLOAD_STATUSES
+from daemon.db.catalog import get_source
+from daemon.db.sync import sync_with_config
 from daemon.errors import NotFound, UserError
-from daemon.ingest import held
 from daemon.formats import template
+from daemon.ingest import held
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.outcomes import Outcome
 from daemon.ingest.pipeline import Pipeline
-from daemon.ingest.process import Outcome
 from daemon.ingest.sources import SourceBook, SourceInfo
+from daemon.inventory.uploads import UploadStatus
 
 
-def _pipeline(app: App) -> Pipeline:
-    app.require_schema()
-    sessions = session_factory(app.engine)
-    with sessions() as session, session.begin():
-        sync_config(session, app.settings, app.now())
-        sync_markets(session, app.settings, app.now())
+def open_pipeline(app: App) -> Pipeline:
+    """A pipeline for one command: one file at a time, in this process, with one parser."""
+    with app.transaction() as session:
+        sync_with_config(session, app.settings, app.now())
         book = SourceBook.load(session, app.settings)
-    # The CLI processes in its own process, one file at a time: no threads.
-    return Pipeline(app.settings, sessions, book, workers=1)
+    pipeline = Pipeline(app.settings, app.sessions, book, workers=1)
+    app.on_close(pipeline.close)
+    return pipeline
+
+
+def take_file(pipeline: Pipeline, file: Path, *, staging: Path, source_id: int | None = None,
+              market_id: int | None = None, kind: str = "feed", check_duplicate: bool = True) -> Outcome:
+    """Send a user's FILE through the pipeline and wait for its outcome.
+
+    A copy goes into the staging folder: the original stays where the user
+    keeps it, and the claim into the spool is still a rename.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = staging / f".cli-{datetime.now(UTC):%Y%m%d%H%M%S%f}-{file.name}"
+    shutil.copyfile(file, staged)
+    try:
+        upload_id = pipeline.deliver(Arrival(
+            path=staged, source_id=source_id, market_id=market_id, kind=kind, original_name=file.name,
+            protocol="cli", received_at=datetime.now(UTC), user=getpass.getuser()))
+        return pipeline.processor.process(upload_id, check_duplicate=check_duplicate)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _source(pipeline: Pipeline, app: App, source: str, merchant: str | None) -> SourceInfo:
@@ -62,7 +79,7 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
 
 
 def _exit_for(outcome: Outcome) -> None:
-    if outcome.status in ("rejected", "held"):
+    if outcome.status in (UploadStatus.REJECTED, UploadStatus.HELD):
         raise SystemExit(exitcodes.REJECTED)
 
 
@@ -77,20 +94,9 @@ def upload(app: App, file: Path, source: str, merchant: str | None, as_json: boo
 
     Exits 7 when the file was rejected or held.
     """
-    pipeline = _pipeline(app)
+    pipeline = open_pipeline(app)
     info = _source(pipeline, app, source, merchant)
-    # A copy goes into the source's staging folder: the original stays where
-    # the user keeps it, and the claim into the spool is still a rename.
-    info.staging.mkdir(parents=True, exist_ok=True)
-    staged = info.staging / f".cli-{datetime.now(UTC):%Y%m%d%H%M%S%f}-{file.name}"
-    shutil.copyfile(file, staged)
-    try:
-        upload_id = pipeline.deliver(Arrival(
-            path=staged, source_id=info.id, original_name=file.name, protocol="cli",
-            received_at=app.now(), user=getpass.getuser()))
-        outcome = pipeline.processor.process(upload_id)
-    finally:
-        staged.unlink(missing_ok=True)
+    outcome = take_file(pipeline, file, staging=info.staging, source_id=info.id)
     _print_outcome(outcome, as_json)
     _exit_for(outcome)
 
@@ -107,20 +113,21 @@ def _since(value: str | None) -> datetime | None:
 
 @cli.group(invoke_without_command=True)
 @click.option("--source", help="Only this source.")
+@click.option("--market", help="Only this market's order and cancellation files.")
 @click.option("--merchant", help="Only this merchant.")
-@click.option("--status", type=click.Choice(UPLOAD_STATUSES), help="Only this outcome.")
+@click.option("--status", type=click.Choice([s.value for s in UploadStatus]), help="Only this outcome.")
 @click.option("--since", help="Only uploads received at or after this ISO time (UTC if no zone).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='{"uploads": [{id, merchant, source, ...}]}')
 @click.pass_context
-def history(ctx: click.Context, source: str | None, merchant: str | None, status: str | None,
-            since: str | None, limit: int, as_json: bool) -> None:
-    """The upload history, newest first."""
+def history(ctx: click.Context, source: str | None, market: str | None, merchant: str | None,
+            status: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """The upload history, newest first: feeds, and markets' order and cancellation files."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
     with app.transaction() as session:
-        rows = uploads.history(session, merchant=merchant, source=source, status=status,
+        rows = uploads.history(session, merchant=merchant, source=source, market=market, status=status,
                                since=_since(since), limit=limit)
     if as_json:
         emit_json({"uploads": rows})
@@ -166,7 +173,7 @@ def history_show(app: App, upload_id: int, as_json: bool) -> None:
 @click.pass_obj
 def history_approve(app: App, upload_id: int, as_json: bool) -> None:
     """Apply a held full feed after all."""
-    pipeline = _pipeline(app)
+    pipeline = open_pipeline(app)
     outcome = held.approve(pipeline.sessions, pipeline.dirs, pipeline.processor,
                            upload_id, actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
@@ -179,7 +186,7 @@ def history_approve(app: App, upload_id: int, as_json: bool) -> None:
 @click.pass_obj
 def history_reject(app: App, upload_id: int, as_json: bool) -> None:
     """Reject a held full feed: nothing is applied, the file is quarantined."""
-    pipeline = _pipeline(app)
+    pipeline = open_pipeline(app)
     outcome = held.reject(pipeline.sessions, pipeline.dirs, pipeline.book, upload_id,
                           actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
@@ -197,8 +204,6 @@ def template_command(app: App, source: str, merchant: str | None, fmt: str | Non
     merchant_name = app.settings.merchant(merchant).name
     fmt = fmt or ("xlsx" if output.suffix.lower() == ".xlsx" else "csv")
     with app.transaction() as session:
-        from daemon.db.catalog import get_source
-
         get_source(session, merchant_name, source)  # a clear error for a wrong name
         rows = [(r.sku, r.quantity) for r in
                 store.inventory(session, merchant=merchant_name, source=source)]

@@ -12,19 +12,19 @@ from sqlalchemy.orm import Session
 from daemon import exitcodes
 from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
-from daemon.db.catalog import sync_config
-from daemon.db.markets import add_market, get_market, import_listing_rows, list_markets, market_inventory, sync_markets
+from daemon.db.markets import add_market, get_market, import_listing_rows, list_markets, market_inventory
+from daemon.db.sync import sync_with_config
 from daemon.errors import FeedError
-from daemon.formats.orders import RowError, read_listings
+from daemon.formats.feeds import RowError
+from daemon.ingest.contained import ParserPool
+from daemon.settings import market_settings
 
 
 @contextmanager
 def synced(app: App) -> Iterator[Session]:
     """A transaction on a database in step with the config (merchants, sources, markets)."""
     with app.transaction() as session:
-        now = app.now()
-        sync_config(session, app.settings, now)
-        sync_markets(session, app.settings, now)
+        sync_with_config(session, app.settings, app.now())
         yield session
 
 
@@ -67,9 +67,10 @@ def market_add(app: App, name: str, kind: str, merchant: str | None, sources: st
     """Add a market in the database (markets in the config are added by themselves)."""
     merchant_name = app.settings.merchant(merchant).name
     names = None if sources is None else [s.strip() for s in sources.split(",") if s.strip()]
+    spec = market_settings(name=name, kind=kind, sources=names, buffer=buffer, percent=percent,
+                           maximum=maximum, minimum=minimum, restock=restock)
     with synced(app) as session:
-        add_market(session, merchant_name, name, kind=kind, sources=names, buffer=buffer, percent=percent,
-                   maximum=maximum, minimum=minimum, restock=restock, now=app.now())
+        add_market(session, merchant_name, spec, now=app.now())
         info = next(m for m in list_markets(session, merchant=merchant_name) if m.name == name)
     if as_json:
         emit_json({"market": info})
@@ -113,8 +114,12 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
     Exits 7 when the file is rejected as a whole.
     """
     merchant_name = app.settings.merchant(merchant).name
+    ingest = app.settings.ingest
     try:
-        parsed = read_listings(file)
+        # Read in a parser process, as every file a market sends is.
+        with ParserPool(1, timeout_s=ingest.parse_timeout_seconds,
+                        memory_bytes=ingest.parse_memory_mb * 1024 * 1024) as parsers:
+            parsed = parsers.read_listings(file)
         with synced(app) as session:
             record = get_market(session, merchant_name, market)
             result = import_listing_rows(session, record, parsed.rows, now=app.now(), actor="cli",

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import click
 
-from daemon.cli import cli, order_history
+from daemon import exitcodes
+from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
-from daemon.cli.markets import print_row_errors, rejected, row_errors_json, synced
+from daemon.cli.ingest import open_pipeline, take_file
+from daemon.cli.markets import print_row_errors, row_errors_json, synced
 from daemon.db.markets import get_market
-from daemon.db.orders import (
-    CancellationFileResult,
-    OrderFileResult,
-    apply_cancellation_file,
-    apply_order_file,
-    cancel_order,
-    list_orders,
-)
-from daemon.errors import FeedError, UserError
+from daemon.db.orders import cancel_order, list_orders
+from daemon.errors import NotFound, UserError
+from daemon.ingest.apply_market import CancellationFileResult, OrderFileResult
+from daemon.ingest.outcomes import Outcome
+from daemon.inventory.uploads import UploadStatus
 
 
 @cli.group(invoke_without_command=True)
@@ -47,6 +44,30 @@ def orders(ctx: click.Context, market: str | None, merchant: str | None, status:
           ["ORDERED (UTC)", "MARKET", "ORDER", "LINE", "SKU", "QTY", "STATUS", "OVERSOLD", "CANCELLATION"])
 
 
+def _take_market_file(app: App, file: Path, market: str, merchant: str | None, kind: str) -> Outcome:
+    """A market's file through the pipeline, as if dropped in its folder, and in the history.
+
+    Order lines are idempotent by (market, order, line), so a file applied
+    before is applied again rather than called a duplicate: the output then
+    says which lines were imported before.
+    """
+    merchant_name = app.settings.merchant(merchant).name
+    pipeline = open_pipeline(app)
+    inbox = pipeline.book.market_by_name(merchant_name, market)
+    if inbox is None:
+        with app.transaction() as session:
+            get_market(session, merchant_name, market)  # names the markets there are
+        raise NotFound(f"no market named {market!r} for merchant {merchant_name!r}")
+    outcome = take_file(pipeline, file, staging=inbox.staging, market_id=inbox.id, kind=kind,
+                        check_duplicate=False)
+    if outcome.status == UploadStatus.REJECTED and outcome.detail is None:
+        # Rejected as a whole (no header, binary, a column missing): one line, exit 7.
+        reason = (outcome.message or "").removeprefix(f"{file.name}: ")
+        click.echo(f"stockdrop: {file.name} rejected (upload {outcome.upload_id}): {reason}", err=True)
+        raise SystemExit(exitcodes.REJECTED)
+    return outcome
+
+
 @orders.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--market", required=True, help="The market the orders come from.")
@@ -56,38 +77,12 @@ def orders(ctx: click.Context, market: str | None, merchant: str | None, status:
 @click.pass_obj
 def orders_import(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
     """Import an order file (generic CSV or Amazon order report). Lines already
-    imported are skipped. Exits 7 when the file is rejected as a whole."""
-    merchant_name = app.settings.merchant(merchant).name
-    now = app.now()
-    try:
-        with synced(app) as session:
-            record = get_market(session, merchant_name, market)
-            result = apply_order_file(session, record.id, file, upload_ref=f"cli:{file.name}",
-                                      now=now, actor="cli")
-            status = "applied_with_errors" if result.errors else "applied"
-            if result.errors and result.imported + result.skipped == 0:
-                status = "rejected"
-            _, kept = order_history.record(
-                session, market_id=record.id, kind="orders", file=file, now=now, status=status,
-                message=f"{result.imported} line(s) imported, {result.skipped} already imported",
-                counts={"rows": result.rows, "applied": result.imported, "unchanged": result.skipped,
-                        "errors": result.errors}, row_errors=result.row_errors)
-    except FeedError as exc:
-        _record_rejection(app, market, merchant_name, "orders", file, exc, now)
-        rejected(file, exc)
-        return
-    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=status == "rejected", now=now)
-    _print_orders(result, as_json)
-
-
-def _record_rejection(app: App, market: str, merchant_name: str, kind: str, file: Path,
-                      exc: FeedError, now: datetime) -> None:
-    """A file rejected as a whole is in the history too, with its reason."""
-    with synced(app) as session:
-        record = get_market(session, merchant_name, market)
-        _, kept = order_history.record(session, market_id=record.id, kind=kind, file=file, now=now,
-                                       status="rejected", message=f"{file.name}: {exc}", counts={})
-    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=True, now=now)
+    imported are skipped. Exits 7 when the file is rejected."""
+    outcome = _take_market_file(app, file, market, merchant, "orders")
+    assert isinstance(outcome.detail, OrderFileResult)
+    _print_orders(outcome.detail, as_json)
+    if outcome.status == UploadStatus.REJECTED:
+        raise SystemExit(exitcodes.REJECTED)
 
 
 def _print_orders(result: OrderFileResult, as_json: bool) -> None:
@@ -145,31 +140,12 @@ def orders_cancel(app: App, order_id: str, line_id: str | None, market: str, mer
 @click.pass_obj
 def orders_import_cancellations(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
     """Apply a cancellation file (order_id, line_id, cancelled_at, origin[, restock]).
-    Exits 7 when the file is rejected as a whole."""
-    merchant_name = app.settings.merchant(merchant).name
-    now = app.now()
-    try:
-        with synced(app) as session:
-            record = get_market(session, merchant_name, market)
-            result = apply_cancellation_file(session, record.id, file, upload_ref=f"cli:{file.name}",
-                                             now=now, actor="cli")
-            done = result.cancelled + result.already_cancelled + result.recorded_ahead
-            status = "applied_with_errors" if result.errors else "applied"
-            if result.errors and done == 0:
-                status = "rejected"
-            _, kept = order_history.record(
-                session, market_id=record.id, kind="cancellations", file=file, now=now, status=status,
-                message=(f"{result.cancelled} line(s) cancelled, {result.restocked} restocked, "
-                         f"{result.refused} restock(s) refused"),
-                counts={"rows": result.rows, "applied": result.cancelled,
-                        "unchanged": result.already_cancelled + result.recorded_ahead,
-                        "errors": result.errors}, row_errors=result.row_errors)
-    except FeedError as exc:
-        _record_rejection(app, market, merchant_name, "cancellations", file, exc, now)
-        rejected(file, exc)
-        return
-    order_history.keep_copy(app.settings.data_dir, kept, file, rejected=status == "rejected", now=now)
-    _print_cancellations(result, as_json)
+    Exits 7 when the file is rejected."""
+    outcome = _take_market_file(app, file, market, merchant, "cancellations")
+    assert isinstance(outcome.detail, CancellationFileResult)
+    _print_cancellations(outcome.detail, as_json)
+    if outcome.status == UploadStatus.REJECTED:
+        raise SystemExit(exitcodes.REJECTED)
 
 
 def _print_cancellations(result: CancellationFileResult, as_json: bool) -> None:

@@ -17,4 +17,5 @@ def run(app: App, log_format: str, log_level: str) -> None:
     """Run the daemon until SIGTERM or SIGINT (a second signal forces the stop)."""
     from daemon.runtime.assemble import run_daemon
 
-    raise SystemExit(run_daemon(app, log_format=log_format, log_level=log_level))
+    raise SystemExit(run_daemon(lambda: (app.settings, app.engine), log_format=log_format,
+                                log_level=log_level))

@@ -11,8 +11,7 @@ from daemon.cli import cli
 from daemon.cli.app import App, emit_json
 from daemon.cli.demo import DEMO_CONFIG, DEMO_PASSWORD, DEMO_USER, seed_demo
 from daemon.db import migrate
-from daemon.db.catalog import sync_config
-from daemon.db.markets import sync_markets
+from daemon.db.sync import sync_with_config
 from daemon.errors import UserError
 
 
@@ -32,8 +31,7 @@ def init(app: App, directory: Path, force: bool) -> None:
     prepare_folders(app)
     migrate.upgrade(app.engine)
     with app.transaction() as session:
-        sync_config(session, settings, app.now())
-        sync_markets(session, settings, app.now())
+        sync_with_config(session, settings, app.now())
         seeded = seed_demo(session, app.now())
     click.echo(f"Wrote {config} and a demo database with {seeded} SKUs.")
     click.echo(f"FTP (127.0.0.1:2121) and SFTP (127.0.0.1:2222) login: {DEMO_USER} / {DEMO_PASSWORD}\n")
@@ -82,8 +80,7 @@ def upgrade(app: App, revision: str) -> None:
     if revision == "head":
         prepare_folders(app)
         with app.transaction() as session:
-            sync_config(session, app.settings, app.now())
-            sync_markets(session, app.settings, app.now())
+            sync_with_config(session, app.settings, app.now())
     click.echo(f"database at {after} (was {before or 'empty'})")
 
 

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import click
+
+from daemon.auth.accounts import public_key_blob
+from daemon.auth.hostkey import blob_fingerprint
+from daemon.auth.passwords import hash_password
 from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import accounts
@@ -46,6 +50,7 @@ def user_add(app: App, source: str | None, merchant: str | None, market: str | N
     if (source is None) == (market is None):
         raise UserError("name a SOURCE, or a market with --market")
     password, generated = _password(password_stdin, generate)
+    hashed = hash_password(password)
     merchant_name = app.settings.merchant(merchant).name
     with app.transaction() as session:
         if market is not None:
@@ -53,13 +58,13 @@ def user_add(app: App, source: str | None, merchant: str | None, market: str | N
 
             sync_markets(session, app.settings, app.now())
             name = username or f"{merchant_name}-{market}-{kind}"
-            accounts.add_account(session, None, name, password, app.now(),
+            accounts.add_account(session, None, name, hashed, app.now(),
                                  market=get_market(session, merchant_name, market), kind=kind)
             where = f"{merchant_name}/market:{market}/{kind}"
         else:
             assert source is not None
             name = username or f"{merchant_name}-{source}"
-            accounts.add_account(session, get_source(session, merchant_name, source), name, password,
+            accounts.add_account(session, get_source(session, merchant_name, source), name, hashed,
                                  app.now())
             where = f"{merchant_name}/{source}"
     click.echo(f"added {name} for {where}")
@@ -75,8 +80,9 @@ def user_add(app: App, source: str | None, merchant: str | None, market: str | N
 def user_passwd(app: App, username: str, password_stdin: bool, generate: bool) -> None:
     """Set a new password for USERNAME."""
     password, generated = _password(password_stdin, generate)
+    hashed = hash_password(password)
     with app.transaction() as session:
-        accounts.set_password(session, username, password)
+        accounts.set_password_hash(session, username, hashed)
     click.echo(f"password of {username} changed")
     if generated:
         click.echo(f"password: {password}")
@@ -121,6 +127,13 @@ def user_add_key(app: App, source: str, pubkeyfile: Path, merchant: str | None, 
     """
     merchant_name = app.settings.merchant(merchant).name
     line = pubkeyfile.read_text(encoding="utf-8").strip().splitlines()[0] if pubkeyfile.stat().st_size else ""
+    try:
+        key_type, blob = public_key_blob(line)
+    except ValueError as exc:  # binascii.Error is one too
+        raise UserError(f"not an OpenSSH public key: {exc}") from None
+    parts = line.split(None, 2)
+    comment = parts[2] if len(parts) > 2 else None
+    fp = blob_fingerprint(blob)
     with app.transaction() as session:
         src = get_source(session, merchant_name, source)
         if username is None:
@@ -131,7 +144,7 @@ def user_add_key(app: App, source: str, pubkeyfile: Path, merchant: str | None, 
             username = names[0] if names else f"{merchant_name}-{source}"
             if not names:
                 accounts.add_account(session, src, username, None, app.now())
-        fp = accounts.add_key(session, username, line, app.now())
+        accounts.add_key(session, username, key_type, blob, comment, fp, app.now())
     click.echo(f"key {fp} added to {username}")
 
 
@@ -144,7 +157,7 @@ def sftp() -> None:
 @click.pass_obj
 def sftp_host_key(app: App) -> None:
     """Print the SFTP host key's fingerprint (the key is made on first use)."""
-    from daemon.auth.hostkey import fingerprint, load_or_create_host_key
+    from daemon.auth.hostkey import fingerprint, load_or_create_host_key  # paramiko: only here
 
     path = app.settings.listeners.sftp.host_key or app.settings.data_dir / "ssh_host_ed25519_key"
     key = load_or_create_host_key(path)

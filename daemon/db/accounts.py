@@ -1,7 +1,6 @@
-"""FTP/SFTP accounts in the database, and the authenticator the endpoints ask.
+"""FTP/SFTP accounts in the database: logins, their public keys, what they are jailed to.
 
-Only bcrypt hashes are stored. Lookups happen per login, so an account added
-or removed with the CLI takes effect on the next login without a restart.
+Only password hashes are stored; the hashing is ``daemon.auth.passwords``'.
 """
 
 from __future__ import annotations
@@ -10,22 +9,12 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-import paramiko
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from daemon.db.models import Account as AccountRow
 from daemon.db.models import AccountKey, MarketRecord, Merchant, Source
 from daemon.errors import NotFound, UserError
-from daemon.auth.accounts import (
-    Account,
-    burn_password_time,
-    hash_password,
-    public_key_blob,
-    verify_password,
-)
-from daemon.auth.hostkey import blob_fingerprint
-from daemon.ingest.sources import SourceBook
 
 
 def _account(session: Session, username: str) -> AccountRow:
@@ -35,7 +24,7 @@ def _account(session: Session, username: str) -> AccountRow:
     return row
 
 
-def add_account(session: Session, source: Source | None, username: str, password: str | None,
+def add_account(session: Session, source: Source | None, username: str, password_hash: str | None,
                 now: datetime, *, market: MarketRecord | None = None, kind: str = "feed") -> AccountRow:
     """An account for a source's folder, or (``market``, ``kind``) a market's
     orders or cancellations folder."""
@@ -45,36 +34,29 @@ def add_account(session: Session, source: Source | None, username: str, password
         raise UserError("an account belongs to one source or one market")
     row = AccountRow(source_id=source.id if source else None, market_id=market.id if market else None,
                      kind=kind if market else "feed", username=username, created_at=now,
-                     password_hash=hash_password(password) if password else None)
+                     password_hash=password_hash)
     session.add(row)
     session.flush()
     return row
 
 
-def set_password(session: Session, username: str, password: str) -> None:
-    _account(session, username).password_hash = hash_password(password)
+def set_password_hash(session: Session, username: str, password_hash: str) -> None:
+    _account(session, username).password_hash = password_hash
 
 
 def remove_account(session: Session, username: str) -> None:
     session.delete(_account(session, username))
 
 
-def add_key(session: Session, username: str, line: str, now: datetime) -> str:
-    """Add an OpenSSH public key line; returns its fingerprint."""
+def add_key(session: Session, username: str, key_type: str, blob: bytes, comment: str | None,
+            fingerprint: str, now: datetime) -> None:
+    """Let a public key (its type and raw blob) log in as ``username``."""
     row = _account(session, username)
-    try:
-        key_type, blob = public_key_blob(line)
-    except (ValueError, base64.binascii.Error) as exc:  # type: ignore[attr-defined]
-        raise UserError(f"not an OpenSSH public key: {exc}") from None
     b64 = base64.b64encode(blob).decode()
-    if session.scalar(select(AccountKey.id).where(AccountKey.account_id == row.id,
-                                                  AccountKey.key_blob == b64)) is not None:
+    if has_key(session, row.id, b64):
         raise UserError("this key is already on the account")
-    parts = line.strip().split(None, 2)
-    session.add(AccountKey(account_id=row.id, key_type=key_type, key_blob=b64,
-                           comment=parts[2] if len(parts) > 2 else None,
-                           fingerprint=blob_fingerprint(blob), created_at=now))
-    return blob_fingerprint(blob)
+    session.add(AccountKey(account_id=row.id, key_type=key_type, key_blob=b64, comment=comment,
+                           fingerprint=fingerprint, created_at=now))
 
 
 def usernames_for_source(session: Session, source_id: int) -> list[str]:
@@ -109,50 +91,32 @@ def list_accounts(session: Session, merchant: str | None = None) -> list[Account
     return out
 
 
-class DbAuthenticator:
-    """The endpoints' Authenticator, backed by the accounts tables."""
+@dataclass(frozen=True)
+class Login:
+    """What a login needs of an enabled account."""
 
-    def __init__(self, sessions: sessionmaker[Session], book: SourceBook) -> None:
-        self._sessions = sessions
-        self._book = book
+    id: int
+    password_hash: str | None
+    source_id: int | None
+    market_id: int | None
+    kind: str
 
-    def _lookup(self, username: str) -> tuple[AccountRow | None, Account | None]:
-        with self._sessions() as session:
-            row = session.scalar(select(AccountRow).where(AccountRow.username == username,
-                                                          AccountRow.disabled.is_(False)))
-            if row is None:
-                return None, None
-            session.expunge(row)
-        if row.market_id is not None:
-            market = self._book.market(row.market_id)
-            if market is None:
-                return row, None  # its market is no longer known: no login
-            return row, Account(username=username, source_id=None, root=market.kind_folder(row.kind),
-                                market_id=market.id, kind=row.kind)
-        info = self._book.get(row.source_id) if row.source_id is not None else None
-        if info is None:
-            return row, None  # its source is no longer configured: no login
-        return row, Account(username=username, source_id=info.id, root=info.folder)
 
-    def check_password(self, username: str, password: str) -> Account | None:
-        row, account = self._lookup(username)
-        if row is None or account is None:
-            burn_password_time(password)
-            return None
-        return account if verify_password(password, row.password_hash) else None
+def find_login(session: Session, username: str) -> Login | None:
+    row = session.scalar(select(AccountRow).where(AccountRow.username == username,
+                                                  AccountRow.disabled.is_(False)))
+    if row is None:
+        return None
+    return Login(row.id, row.password_hash, row.source_id, row.market_id, row.kind)
 
-    def check_key(self, username: str, key: paramiko.PKey) -> Account | None:
-        row, account = self._lookup(username)
-        if row is None or account is None:
-            return None
-        offered = base64.b64encode(key.asbytes()).decode()
-        with self._sessions() as session:
-            found = session.scalar(select(AccountKey.id).where(AccountKey.account_id == row.id,
-                                                               AccountKey.key_blob == offered))
-        return account if found is not None else None
 
-    def has_keys(self, username: str) -> bool:
-        with self._sessions() as session:
-            return session.scalar(
-                select(AccountKey.id).join(AccountRow).where(AccountRow.username == username).limit(1)
-            ) is not None
+def has_key(session: Session, account_id: int, key_blob: str) -> bool:
+    """Whether the account holds this public key (base64, as stored)."""
+    return session.scalar(select(AccountKey.id).where(AccountKey.account_id == account_id,
+                                                      AccountKey.key_blob == key_blob)) is not None
+
+
+def has_any_key(session: Session, username: str) -> bool:
+    return session.scalar(
+        select(AccountKey.id).join(AccountRow).where(AccountRow.username == username).limit(1)
+    ) is not None

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.db.models import Merchant, Product, Source
 from daemon.errors import NotFound
-from daemon.settings import Settings
 
 
-def sync_config(session: Session, settings: Settings, now: datetime) -> None:
+class SourceSpec(Protocol):
+    """A configured source as the database keeps it (``settings.SourceSettings`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+
+
+class MerchantSpec(Protocol):
+    """A configured merchant (``settings.MerchantSettings`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    def all_sources(self) -> Sequence[SourceSpec]: ...
+
+
+class Config(Protocol):
+    """What the database keeps of the configuration (``settings.Settings`` fits)."""
+
+    @property
+    def merchants(self) -> Sequence[MerchantSpec]: ...
+
+
+def sync_config(session: Session, settings: Config, now: datetime) -> None:
     """Create the merchants and sources the config names; update what changed.
 
     Nothing is deleted: a source removed from the config keeps its history and

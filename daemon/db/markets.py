@@ -10,8 +10,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -21,9 +21,48 @@ from daemon.db.models import Listing, MarketRecord, Merchant, MerchantPolicy, Pr
 from daemon.db.stock import current_level, write_change
 from daemon.errors import FeedError, NotFound, UserError
 from daemon.inventory import channels
+from daemon.inventory.allocation import MERCHANT_FULFILLED
 from daemon.inventory.listings import ListingRow, has_integrated, import_listings
 from daemon.inventory.stock import Change
-from daemon.settings import MERCHANT_FULFILLED, MarketSettings, Settings
+
+
+class MarketSpec(Protocol):
+    """A market's settings, checked already (``settings.MarketSettings`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sources(self) -> Sequence[str] | None: ...
+    @property
+    def buffer(self) -> int: ...
+    @property
+    def percent(self) -> int: ...
+    @property
+    def maximum(self) -> int | None: ...
+    @property
+    def minimum(self) -> int: ...
+    @property
+    def restock(self) -> str: ...
+
+
+class MerchantMarkets(Protocol):
+    """A configured merchant's markets and order rules (``settings.MerchantSettings`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def split_orders(self) -> bool: ...
+    @property
+    def restock_window_days(self) -> int: ...
+    @property
+    def markets(self) -> Sequence[MarketSpec]: ...
+
+
+class MarketsConfig(Protocol):
+    @property
+    def merchants(self) -> Sequence[MerchantMarkets]: ...
 
 # --- config and market records -------------------------------------------------
 
@@ -37,13 +76,13 @@ def market_sources(market: MarketRecord) -> list[str] | None:
     return None if market.sources is None else list(json.loads(market.sources))
 
 
-def _apply_settings(market: MarketRecord, m: MarketSettings) -> None:
+def _apply_settings(market: MarketRecord, m: MarketSpec) -> None:
     market.kind, market.sources = m.kind, _sources_json(m.sources)
     market.buffer, market.percent, market.maximum, market.minimum = m.buffer, m.percent, m.maximum, m.minimum
     market.restock = m.restock
 
 
-def sync_markets(session: Session, settings: Settings, now: datetime) -> None:
+def sync_markets(session: Session, settings: MarketsConfig, now: datetime) -> None:
     """Create or update the markets the config names, and each merchant's order policy.
 
     Call it after ``sync_config`` (the merchants must exist). Nothing is
@@ -90,32 +129,20 @@ def get_policy(session: Session, merchant_id: int, *, lock: bool = False) -> Mer
     return policy
 
 
-def add_market(
-    session: Session, merchant: str, name: str, *, kind: str = "generic",
-    sources: Sequence[str] | None = None, buffer: int = 0, percent: int = 100,
-    maximum: int | None = None, minimum: int = 0, restock: str = "by_origin", now: datetime,
-) -> MarketRecord:
-    """Add a market in the database (``market add``). Values are checked like the config's."""
-    try:
-        ms = MarketSettings(name=name, kind=kind, sources=list(sources) if sources is not None else None,  # type: ignore[arg-type]
-                            buffer=buffer, percent=percent, maximum=maximum, minimum=minimum,
-                            restock=restock)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "market"
-        raise UserError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+def add_market(session: Session, merchant: str, spec: MarketSpec, *, now: datetime) -> MarketRecord:
+    """Add a market in the database (``market add``); ``spec`` is checked like the config's."""
     owner = get_merchant(session, merchant)
     if session.scalar(select(MarketRecord.id).where(MarketRecord.merchant_id == owner.id,
-                                                    MarketRecord.name == name)) is not None:
-        raise UserError(f"merchant {merchant!r} already has a market named {name!r}")
-    if ms.sources is not None:
+                                                    MarketRecord.name == spec.name)) is not None:
+        raise UserError(f"merchant {merchant!r} already has a market named {spec.name!r}")
+    if spec.sources is not None:
         known = set(session.scalars(select(Source.name).where(Source.merchant_id == owner.id)))
-        unknown = [s for s in ms.sources if s not in known]
+        unknown = [s for s in spec.sources if s not in known]
         if unknown:
             raise NotFound(f"no source named {', '.join(map(repr, unknown))} for merchant {merchant!r} "
                            f"(sources: {', '.join(sorted(known)) or 'none'})")
-    market = MarketRecord(merchant_id=owner.id, name=name, from_config=False, created_at=now)
-    _apply_settings(market, ms)
+    market = MarketRecord(merchant_id=owner.id, name=spec.name, from_config=False, created_at=now)
+    _apply_settings(market, spec)
     session.add(market)
     get_policy(session, owner.id)
     session.flush()

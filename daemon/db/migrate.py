@@ -16,6 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from daemon.errors import UserError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -45,3 +47,13 @@ def head_revision(engine: Engine) -> str | None:
 
 def pending(engine: Engine) -> bool:
     return current_revision(engine) != head_revision(engine)
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to work on a database whose schema is not the code's."""
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise UserError(
+            f"the database is at revision {current or 'none'}, this version needs {head}: "
+            "run `stockdrop db upgrade`"
+        )

@@ -1,10 +1,11 @@
 """Orders and cancellations in the database, through the domain core.
 
-``apply_order_file`` and ``apply_cancellation_file`` parse and apply one file
-inside the caller's transaction (the ingest pipeline's, or the CLI's), so the
-stock, the ledger, the order rows and the upload's outcome commit together.
-Every source an order can take from is locked first (``bulk.lock_source``,
-in id order so two writers never wait on each other in a cycle).
+``apply_order_lines`` and ``apply_cancellation_rows`` apply rows already read
+(in the parser worker, before the transaction) inside the caller's
+transaction, so the stock, the ledger, the order rows and the upload's
+outcome commit together. Every source an order can take from is locked first
+(``bulk.lock_source``, in id order so two writers never wait on each other
+in a cycle).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,7 +42,6 @@ from daemon.inventory.cancellations import (
 )
 from daemon.inventory.orders import LineKey, OrderLine, OrderOutcomeKind, apply_order_line
 from daemon.inventory.stock import Change, LedgerEntry, StockLevel
-from daemon.formats.orders import OrderRow, RowError, read_cancellations, read_orders
 
 _CHUNK = 500
 
@@ -49,7 +49,7 @@ _CHUNK = 500
 # --- helpers --------------------------------------------------------------------
 
 
-def _market(session: Session, market_id: int) -> MarketRecord:
+def get_market_by_id(session: Session, market_id: int) -> MarketRecord:
     market = session.get(MarketRecord, market_id)
     if market is None:
         raise NotFound(f"no market with id {market_id}")
@@ -101,6 +101,21 @@ def _seen(session: Session, market_id: int, order_ids: Sequence[str]) -> set[tup
 # --- orders ---------------------------------------------------------------------
 
 
+class OrderRowLike(Protocol):
+    """One order line as a reader found it (``formats.orders.OrderRow`` fits)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def line_id(self) -> str: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def ordered_at(self) -> datetime: ...
+
+
 @dataclass(frozen=True)
 class LineResult:
     order_id: str
@@ -114,26 +129,22 @@ class LineResult:
 
 
 @dataclass
-class OrderFileResult:
-    """What applying one order file did. ``errors`` counts ``row_errors``."""
+class OrderLinesResult:
+    """What applying order lines did."""
 
     market: str
-    rows: int = 0
     imported: int = 0
-    skipped: int = 0
-    errors: int = 0
+    skipped: int = 0  # imported before (the same market, order and line)
     oversold: int = 0  # lines with a shortfall
-    format: str = "generic"
-    row_errors: list[RowError] = field(default_factory=list)
     lines: list[LineResult] = field(default_factory=list)
 
 
 def apply_order_lines(
-    session: Session, market: MarketRecord, rows: Sequence[OrderRow], *,
+    session: Session, market: MarketRecord, rows: Sequence[OrderRowLike], *,
     now: datetime, actor: str, upload_ref: str | None = None,
-) -> OrderFileResult:
+) -> OrderLinesResult:
     """Import order lines once each: allocate, subtract, record, flag the other markets."""
-    result = OrderFileResult(market=market.name, rows=len(rows))
+    result = OrderLinesResult(market=market.name)
     sources = _market_sources(session, market)
     _lock(session, sources)
     ids = {s.name: s.id for s in sources}
@@ -178,26 +189,6 @@ def apply_order_lines(
                                        [{"source": s, "units": u} for s, u in allocation.taken],
                                        allocation.shortfall, allocation.shortfall_source))
     session.flush()
-    return result
-
-
-def apply_order_file(session: Session, market_id: int, path: Path, *, upload_ref: str,
-                     now: datetime, actor: str = "orders") -> OrderFileResult:
-    """Parse and apply one order file inside the caller's transaction.
-
-    Raises ``FeedError`` when the file cannot be used as a whole (then
-    nothing is applied); bad rows are returned in ``row_errors`` and the
-    valid lines are applied. Lines already imported for the market are
-    skipped and counted, as are identical repeats within the file.
-    """
-    market = _market(session, market_id)
-    parsed = read_orders(path)
-    result = apply_order_lines(session, market, parsed.rows, now=now, actor=actor, upload_ref=upload_ref)
-    result.rows = parsed.total_rows
-    result.skipped += parsed.duplicates
-    result.row_errors = list(parsed.errors)
-    result.errors = len(parsed.errors)
-    result.format = parsed.format
     return result
 
 
@@ -331,34 +322,48 @@ def _record_ahead(session: Session, market: MarketRecord, order_id: str, line_id
     return CancelResult(order_id, line_id, None, "recorded_ahead", reason=reason)
 
 
+class CancellationRowLike(Protocol):
+    """One cancellation as a reader found it (``formats.orders.CancellationRow`` fits)."""
+
+    @property
+    def row(self) -> int: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def line_id(self) -> str | None: ...
+    @property
+    def cancelled_at(self) -> datetime: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def restock(self) -> bool | None: ...
+
+
 @dataclass
-class CancellationFileResult:
+class CancellationsResult:
+    """What applying cancellation rows did; ``refused`` rows could not be cancelled."""
+
     market: str
-    rows: int = 0
-    cancelled: int = 0  # lines cancelled by this file
+    cancelled: int = 0  # lines cancelled by these rows
     already_cancelled: int = 0
     recorded_ahead: int = 0
     restocked: int = 0
-    refused: int = 0
-    errors: int = 0
-    row_errors: list[RowError] = field(default_factory=list)
+    refused: int = 0  # the rules would have restocked, the window said no
+    refusals: list[tuple[int, str, str]] = field(default_factory=list)  # (row, order id, why)
     lines: list[CancelResult] = field(default_factory=list)
 
 
-def apply_cancellation_file(session: Session, market_id: int, path: Path, *, upload_ref: str,
-                            now: datetime, actor: str = "orders") -> CancellationFileResult:
-    """Parse and apply one cancellation file inside the caller's transaction."""
-    market = _market(session, market_id)
-    parsed = read_cancellations(path)
-    result = CancellationFileResult(market=market.name, rows=parsed.total_rows,
-                                    row_errors=list(parsed.errors))
-    for row in parsed.rows:
+def apply_cancellation_rows(session: Session, market: MarketRecord, rows: Sequence[CancellationRowLike], *,
+                            upload_ref: str, now: datetime, actor: str) -> CancellationsResult:
+    """Cancel each row's line (or order) inside the caller's transaction."""
+    result = CancellationsResult(market=market.name)
+    for row in rows:
         try:
             outcomes = cancel_order(session, market, row.order_id, row.line_id, origin=row.origin,
                                     requested=row.restock, cancelled_at=row.cancelled_at, now=now,
                                     actor=actor, upload_ref=upload_ref, record_unknown=True)
         except UserError as exc:
-            result.row_errors.append(RowError(row.row, "order_id", row.order_id, str(exc)))
+            result.refusals.append((row.row, row.order_id, str(exc)))
             continue
         for o in outcomes:
             result.lines.append(o)
@@ -367,8 +372,6 @@ def apply_cancellation_file(session: Session, market_id: int, path: Path, *, upl
             result.recorded_ahead += o.status == "recorded_ahead"
             result.restocked += o.restocked
             result.refused += o.refused
-    result.row_errors.sort(key=lambda e: e.row or 0)
-    result.errors = len(result.row_errors)
     return result
 
 

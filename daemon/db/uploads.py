@@ -1,8 +1,15 @@
-"""The upload history: rows in, outcomes out."""
+"""The upload history. Every change of an upload's status is made here.
+
+An upload moves ``received`` (``record_received``) -> ``processing``
+(``start``) -> a final status (``finish``); a held feed goes back to
+``processing`` when a person approves it (``release_held``) or ends
+``rejected`` (``reject_held``). The statuses and the rule that picks the
+final one are the domain's (``daemon.inventory.uploads``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,10 +17,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from daemon.db.models import MarketRecord, Merchant, Source, Upload, UploadError
-from daemon.errors import NotFound
+from daemon.errors import NotFound, UserError
+from daemon.inventory.uploads import APPLIED, FINAL, UNFINISHED, UploadStatus
 
-FINAL = ("applied", "applied_with_errors", "rejected", "held", "duplicate")
-APPLIED = ("applied", "applied_with_errors")
+ErrorTuple = tuple[int | None, str | None, str | None, str | None, str]  # row, column, value, sku, message
 
 
 def record_received(
@@ -23,8 +30,8 @@ def record_received(
 ) -> Upload:
     upload = Upload(source_id=source_id, market_id=market_id, kind=kind,
                     original_name=original_name, size=size, sha256=sha256,
-                    protocol=protocol, user=user, remote_addr=remote_addr, status="received",
-                    received_at=received_at, elapsed_s=elapsed_s)
+                    protocol=protocol, user=user, remote_addr=remote_addr,
+                    status=UploadStatus.RECEIVED, received_at=received_at, elapsed_s=elapsed_s)
     session.add(upload)
     session.flush()
     upload.spool_name = spool_name(upload.id, original_name)
@@ -37,6 +44,78 @@ def spool_name(upload_id: int, original_name: str) -> str:
     return f"{upload_id:09d}__{safe or 'file'}"
 
 
+def get(session: Session, upload_id: int, *, fresh: bool = False) -> Upload:
+    """The upload, read again from the database with ``fresh`` (another process may have moved it)."""
+    upload = session.get(Upload, upload_id, populate_existing=fresh)
+    if upload is None:
+        raise LookupError(f"upload {upload_id} does not exist")
+    return upload
+
+
+def is_final(upload: Upload) -> bool:
+    return upload.status in FINAL
+
+
+def start(session: Session, upload_id: int, now: datetime) -> Upload:
+    """A worker takes the upload: ``processing``, unless it is final already (then as it is)."""
+    upload = get(session, upload_id)
+    if not is_final(upload):
+        upload.status, upload.started_at = UploadStatus.PROCESSING, now
+    return upload
+
+
+def finish(session: Session, upload: Upload, status: UploadStatus, message: str | None, *,
+           now: datetime, counts: Mapping[str, int] | None = None,
+           duplicate_of: int | None = None) -> Upload:
+    """Record the upload's final status with its counts, in the caller's transaction."""
+    if status not in FINAL:
+        raise ValueError(f"{status} is not a final status")
+    upload.status, upload.message, upload.finished_at = status, message, now
+    upload.duplicate_of = duplicate_of
+    if upload.started_at is None:
+        upload.started_at = now
+    for key, value in (counts or {}).items():
+        setattr(upload, key, value)
+    return upload
+
+
+def set_warnings(upload: Upload, warnings: Iterable[str]) -> None:
+    upload.warnings = "\n".join(warnings) or None
+
+
+def mark_kept(session: Session, upload_id: int, kept_at: str) -> None:
+    """Where the original bytes are kept after the commit (archive, quarantine or held)."""
+    upload = session.get(Upload, upload_id)
+    if upload is not None:
+        upload.kept_at = kept_at
+
+
+def held(session: Session, upload_id: int) -> Upload:
+    upload = session.get(Upload, upload_id)
+    if upload is None:
+        raise NotFound(f"no upload with id {upload_id}")
+    if upload.status != UploadStatus.HELD:
+        raise UserError(f"upload {upload_id} is {upload.status}, not held")
+    return upload
+
+
+def release_held(session: Session, upload_id: int, actor: str) -> Upload:
+    """A person approved a held feed: it goes back to ``processing`` to be applied."""
+    upload = held(session, upload_id)
+    upload.status = UploadStatus.PROCESSING
+    upload.message = f"approved by {actor}"
+    return upload
+
+
+def reject_held(session: Session, upload_id: int, actor: str, *, now: datetime, kept_at: str) -> Upload:
+    """A person refused a held feed: ``rejected``, nothing applied."""
+    upload = held(session, upload_id)
+    message = f"held feed rejected by {actor}: {upload.message or ''}".rstrip(": ")
+    finish(session, upload, UploadStatus.REJECTED, message, now=now)
+    upload.kept_at = kept_at
+    return upload
+
+
 def find_applied_duplicate(session: Session, upload: Upload) -> Upload | None:
     """An earlier upload of the same bytes for the same source that was applied or is held."""
     owner = (Upload.source_id == upload.source_id if upload.source_id is not None
@@ -44,13 +123,14 @@ def find_applied_duplicate(session: Session, upload: Upload) -> Upload | None:
     return session.scalar(
         select(Upload).where(
             owner, Upload.kind == upload.kind, Upload.sha256 == upload.sha256,
-            Upload.id != upload.id, Upload.status.in_((*APPLIED, "held")),
+            Upload.id != upload.id, Upload.status.in_((*APPLIED, UploadStatus.HELD)),
         ).order_by(Upload.id).limit(1)
     )
 
 
-def add_errors(session: Session, upload_id: int, errors: Iterable[tuple[int | None, str | None, str | None, str | None, str]]) -> int:
-    """Store row errors: (row, column, value, sku, message)."""
+def replace_errors(session: Session, upload_id: int, errors: Iterable[ErrorTuple]) -> int:
+    """Store an upload's row errors (row, column, value, sku, message), replacing any from a crashed try."""
+    session.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
     batch = [
         {"upload_id": upload_id, "row": r, "column": c, "value": v, "sku": s, "message": m}
         for r, c, v, s, m in errors
@@ -58,10 +138,6 @@ def add_errors(session: Session, upload_id: int, errors: Iterable[tuple[int | No
     if batch:
         session.execute(UploadError.__table__.insert(), batch)
     return len(batch)
-
-
-def clear_errors(session: Session, upload_id: int) -> None:
-    session.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
 
 
 def forget(session: Session, upload_id: int) -> None:
@@ -81,7 +157,7 @@ def lanes(session: Session, upload_ids: Iterable[int]) -> dict[int, tuple[str, i
 def unfinished(session: Session) -> list[Upload]:
     """Uploads that were claimed but whose outcome was not committed."""
     return list(session.scalars(
-        select(Upload).where(Upload.status.in_(("received", "processing"))).order_by(Upload.id)
+        select(Upload).where(Upload.status.in_(UNFINISHED)).order_by(Upload.id)
     ))
 
 

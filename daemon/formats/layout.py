@@ -1,23 +1,28 @@
-"""Find the header row and the delimiter of a delimited text feed.
+"""Find the header row and the delimiter of a delimited text file.
 
 Producers put things before the header (eBay ``#INFO`` rows, report titles),
-so the header is the first line that names a SKU column under one of the
+so the header is the first line that a reader accepts under one of the
 candidate delimiters. Only the first lines are looked at; the body is left to
-polars.
+polars (feeds) or the csv module (orders). Feeds and order files both find
+their header here, with the same limits.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from daemon.errors import FeedError
 from daemon.formats.headers import ALIASES, looks_like_header
 
 DELIMITERS = (",", ";", "\t", "|")
-_MAX_PREAMBLE_LINES = 200
+MAX_PREAMBLE_LINES = 200
 _MAX_SCAN_BYTES = 256 * 1024
+
+# How well a line's fields make a header: None when they do not, else a
+# rank (higher is better) that picks between delimiters.
+Rank = Callable[[list[str]], int | None]
 
 
 @dataclass(frozen=True)
@@ -28,39 +33,50 @@ class Layout:
     width: int  # fields in the header line, trailing empty ones included
 
 
-def _split(line: str, delimiter: str) -> list[str]:
+def split(line: str, delimiter: str) -> list[str]:
     # The csv module honours quotes, so "Custom label (SKU)" and quoted
-    # headers containing the delimiter split the way polars will split them.
+    # headers containing the delimiter split the way the body will be split.
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
-def find_layout(data: bytes, mapping: Mapping[str, str]) -> Layout:
+def find_header(data: bytes, rank: Rank, missing: Callable[[str], str]) -> Layout:
+    """The first line ``rank`` accepts, with the delimiter it ranks best.
+
+    Ties between delimiters go to the one that splits into more fields.
+    ``missing`` turns the fields of the first line that looked like content
+    into the ``FeedError`` message when no line is accepted.
+    """
     offset = 0
     first_fields: list[str] | None = None
-    for number in range(1, _MAX_PREAMBLE_LINES + 1):
+    for number in range(1, MAX_PREAMBLE_LINES + 1):
         if offset >= len(data) or offset > _MAX_SCAN_BYTES:
             break
         end = data.find(b"\n", offset)
         end = len(data) if end < 0 else end
         line = data[offset:end].decode("utf-8", errors="replace").rstrip("\r")
-        best: tuple[int, int, str, list[str]] | None = None
+        best: tuple[int, int, str] | None = None
         for delimiter in DELIMITERS:
-            fields = _split(line, delimiter)
-            has_sku, has_qty = looks_like_header(fields, mapping)
-            if has_sku:
-                # A delimiter that also finds the quantity column beats one
-                # that does not; then the one that splits into more fields.
-                rank = (int(has_qty), len(fields))
-                if best is None or rank > best[:2]:
-                    best = (*rank, delimiter, fields)
+            fields = split(line, delimiter)
+            score = rank(fields)
+            if score is not None and (best is None or (score, len(fields)) > best[:2]):
+                best = (score, len(fields), delimiter)
         if best is not None:
-            return Layout(best[2], offset, number, len(best[3]))
+            return Layout(best[2], offset, number, best[1])
         if first_fields is None and line.strip() and not line.startswith("#"):
-            first_fields = max((_split(line, d) for d in DELIMITERS), key=len)
+            first_fields = max((split(line, d) for d in DELIMITERS), key=len)
         offset = end + 1
     shown = ", ".join(repr(f) for f in first_fields if f.strip()) if first_fields else "(none)"
+    raise FeedError(missing(shown))
+
+
+def find_layout(data: bytes, mapping: Mapping[str, str]) -> Layout:
+    """A quantity feed's header: a SKU column, better with a quantity column too."""
+
+    def rank(fields: list[str]) -> int | None:
+        has_sku, has_qty = looks_like_header(fields, mapping)
+        return int(has_qty) if has_sku else None
+
     accepted = [mapping["sku"]] if "sku" in mapping else list(ALIASES["sku"])
-    raise FeedError(
+    return find_header(data, rank, lambda shown: (
         f"no header row with a SKU column was found; headers found: {shown}; "
-        f"accepted SKU names: {', '.join(accepted)}"
-    )
+        f"accepted SKU names: {', '.join(accepted)}"))

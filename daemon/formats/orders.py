@@ -1,35 +1,33 @@
-"""Read the files markets send: orders, cancellations and listings.
+"""Read the order and cancellation files markets send.
 
 Every reader returns the valid rows and a list of row errors (row number as
 an editor shows it, column header as in the file, the value and a sentence),
 and raises ``FeedError`` when the file cannot be used as a whole (binary, no
-header, a required column missing). Decoding reuses the feed parser's
-``decode``; listing files in a feed-like shape go through ``parse_feed``.
+header, a required column missing). Decoding and header detection are the
+feed reader's (``decode``, ``layout``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.errors import FeedError
 from daemon.formats import decode as decoding
+from daemon.formats.feeds import RowError
 from daemon.formats.headers import normalise
-from daemon.formats.layout import DELIMITERS
-from daemon.formats.feeds import ParseOptions, RowError, parse_feed
+from daemon.formats.layout import find_header
 
 __all__ = [
-    "CancellationRow", "ListingFile", "OrderRow", "ParsedCancellations", "ParsedOrders",
-    "RowError", "read_cancellations", "read_listings", "read_orders",
+    "CancellationRow", "OrderRow", "ParsedCancellations", "ParsedOrders",
+    "RowError", "read_cancellations", "read_orders",
 ]
 
-_MAX_PREAMBLE_LINES = 50
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 _WHOLE = re.compile(r"^\+?(\d+)(?:\.0*)?$")
 MAX_ORDER_QUANTITY = 1_000_000
@@ -47,30 +45,17 @@ class _Table:
 
 def _read_table(raw: bytes, is_header: Callable[[set[str]], bool], what: str,
                 expected: str) -> _Table:
-    """Find the header (first line ``is_header`` accepts under some delimiter) and read the rows."""
-    decoded = decoding.decode(raw)
-    text = decoded.data.decode("utf-8")
-    if not text.strip():
+    """Find the header (the first line ``is_header`` accepts) and read the rows."""
+    data = decoding.decode(raw).data
+    if not data.strip():
         raise FeedError("the file is empty")
-    lines = text.splitlines(keepends=True)
-    first_seen: list[str] | None = None
-    for index, line in enumerate(lines[:_MAX_PREAMBLE_LINES]):
-        for delimiter in DELIMITERS:
-            fields = next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), [])
-            if is_header({normalise(f) for f in fields}):
-                return _body(lines, index, delimiter)
-        if first_seen is None and line.strip() and not line.startswith("#"):
-            first_seen = max((next(csv.reader([line.rstrip("\r\n")], delimiter=d), [])
-                              for d in DELIMITERS), key=len)
-    shown = ", ".join(repr(f) for f in first_seen if f.strip()) if first_seen else "(none)"
-    raise FeedError(f"no {what} header row was found; headers found: {shown}; expected {expected}")
-
-
-def _body(lines: list[str], index: int, delimiter: str) -> _Table:
-    reader = csv.reader(io.StringIO("".join(lines[index:])), delimiter=delimiter)
+    found = find_header(
+        data, lambda fields: 0 if is_header({normalise(f) for f in fields}) else None,
+        lambda shown: f"no {what} header row was found; headers found: {shown}; expected {expected}")
+    reader = csv.reader(io.StringIO(data[found.header_offset:].decode("utf-8")), delimiter=found.delimiter)
     header = [h.strip() for h in next(reader)]
     rows: list[tuple[int, list[str]]] = []
-    start = index  # 0-based index of the header line; editor row = index + line_num
+    start = found.header_line - 1  # lines before the header; editor row = start + line_num
     while True:
         try:
             cells = next(reader)
@@ -82,7 +67,7 @@ def _body(lines: list[str], index: int, delimiter: str) -> _Table:
         if not any(c.strip() for c in cells):
             continue  # blank rows are layout noise, not errors
         rows.append((start + reader.line_num, [c.strip() for c in cells]))
-    return _Table(header, rows, delimiter)
+    return _Table(header, rows, found.delimiter)
 
 
 def _columns(header: Sequence[str], roles: dict[str, tuple[str, ...]],
@@ -306,91 +291,3 @@ def read_cancellations(path: Path) -> ParsedCancellations:
         rows.append(CancellationRow(number, values["order_id"], values["line_id"] or None, when,
                                     origin, restock))
     return ParsedCancellations(rows, errors, len(table.rows))
-
-
-# --- listings -------------------------------------------------------------------
-
-
-@dataclass
-class ListingFile:
-    """A market's listings: (sku, quantity) with one quantity per SKU."""
-
-    rows: list[tuple[str, int]]
-    errors: list[RowError]
-    total_rows: int
-    format: str
-    warnings: list[str] = field(default_factory=list)
-
-
-_SHOPIFY_QUANTITY = "Available (not editable)"
-
-
-def read_listings(path: Path) -> ListingFile:
-    """A listing file in the market's own format, or generic ``sku,quantity``.
-
-    Walmart's inventory JSON is read as such; a Shopify inventory export
-    takes ``Available (not editable)`` summed over its locations; everything
-    else (generic CSV, Amazon's tab-delimited inventory report, eBay Seller
-    Hub / File Exchange with its ``#INFO`` preamble) goes through the feed
-    parser, which knows their SKU and quantity headers.
-    """
-    raw = Path(path).read_bytes()
-    head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"{") or head.startswith(b"["):
-        return _walmart_json(raw)
-    probe = decoding.decode(raw[:8192]).data if raw else b""
-    if normalise(_SHOPIFY_QUANTITY).encode() in re.sub(rb"[\W_]+", b"", probe.lower()):
-        feed = parse_feed(path, ParseOptions(
-            columns={"sku": "SKU", "quantity": _SHOPIFY_QUANTITY, "location": "Location"},
-            negative="clamp"))
-        fmt = "shopify"
-    else:
-        feed = parse_feed(path, ParseOptions(negative="reject", duplicates="reject"))
-        fmt = _guess_format(feed.header, feed.delimiter)
-    totals: dict[str, int] = {}
-    for sku, quantity in feed.frame.select("sku", "quantity").iter_rows():
-        totals[sku] = totals.get(sku, 0) + int(quantity)
-    return ListingFile(list(totals.items()), list(feed.errors), feed.total_rows, fmt,
-                       list(feed.warnings))
-
-
-def _guess_format(header: Sequence[str], delimiter: str | None) -> str:
-    norm = {normalise(h) for h in header}
-    if any(h.startswith("action") for h in norm) or "customlabelsku" in norm or "customlabel" in norm:
-        return "ebay"
-    if delimiter == "\t":
-        return "amazon"
-    return "generic"
-
-
-def _walmart_json(raw: bytes) -> ListingFile:
-    try:
-        doc = json.loads(decoding.decode(raw).data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FeedError(f"the file looks like JSON but cannot be read: {exc}") from None
-    items = doc.get("Inventory") if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        raise FeedError('a Walmart inventory file needs an "Inventory" list')
-    totals: dict[str, int] = {}
-    errors: list[RowError] = []
-    for number, item in enumerate(_items(items), start=1):
-        sku = item.get("sku") if isinstance(item, dict) else None
-        qty = item.get("quantity") if isinstance(item, dict) else None
-        amount = qty.get("amount") if isinstance(qty, dict) else qty
-        if not isinstance(sku, str) or not sku.strip():
-            errors.append(RowError(number, "sku", None if sku is None else str(sku), "SKU is empty"))
-            continue
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-            errors.append(RowError(number, "quantity.amount", None if amount is None else str(amount),
-                                   "quantity must be a whole number 0 or more"))
-            continue
-        if sku in totals and totals[sku] != amount:
-            errors.append(RowError(number, "sku", sku, "the SKU is listed twice with different quantities"))
-            continue
-        totals[sku.strip()] = amount
-    return ListingFile(list(totals.items()), errors, len(items), "walmart")
-
-
-def _items(items: list[object]) -> Iterator[dict[str, object]]:
-    for item in items:
-        yield item if isinstance(item, dict) else {}

@@ -10,15 +10,27 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import polars as pl
 
 from daemon.formats.cells import escape_text_columns
+from daemon.inventory.feed import FeedPlan
 
-if TYPE_CHECKING:
-    from daemon.db.uploads import ErrorRow, HistoryRow
-    from daemon.inventory.feed import FeedPlan
+
+class ErrorLike(Protocol):
+    """One row error of the upload, as the history keeps it."""
+
+    @property
+    def row(self) -> int | None: ...
+    @property
+    def column(self) -> str | None: ...
+    @property
+    def value(self) -> str | None: ...
+    @property
+    def sku(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
 
 SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64, "outcome": pl.Utf8, "error": pl.Utf8}
 
@@ -27,9 +39,10 @@ def result_name(spool_name: str) -> str:
     return f"{spool_name}.result.csv"
 
 
-def _row_outcomes(status: str, frames: object) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+def _row_outcomes(status: str, frames: tuple[Any, list[tuple[Any, FeedPlan]]],
+                  ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """A line per valid row, in the file's order, and the zeroed SKUs of each plan."""
-    parsed, plans = frames  # type: ignore[misc]
+    parsed, plans = frames
     valid = parsed.frame.select("row", "sku", "quantity")
     if status in ("held", "rejected"):
         return valid.with_columns(pl.lit(f"not applied ({status})").alias("outcome"),
@@ -88,16 +101,19 @@ def _in_row_order(head: pl.DataFrame, rows: pl.DataFrame | None, zeroed: list[pl
             .sort("row", nulls_last=False, maintain_order=True))
 
 
-def write_result(results_dir: Path, spool_name: str, history: HistoryRow,
-                 errors: Sequence[ErrorRow], frames: object | None) -> Path:
-    head = pl.DataFrame([{"row": None, "sku": None, "quantity": None, "outcome": history.status,
-                          "error": history.message}], schema=SCHEMA)
+def write_result(results_dir: Path, spool_name: str, status: str, message: str | None,
+                 errors: Sequence[ErrorLike],
+                 frames: tuple[Any, list[tuple[Any, FeedPlan]]] | None) -> Path:
+    """The result file of one upload. ``frames`` (a feed's rows as read, and
+    each source's plan) adds a line per row; without it, only the errors."""
+    head = pl.DataFrame([{"row": None, "sku": None, "quantity": None, "outcome": status,
+                          "error": message}], schema=SCHEMA)
     err = pl.DataFrame(
         [{"row": e.row, "sku": e.sku, "quantity": None,
           "outcome": "stale" if e.message.startswith("skipped:") else "error",
           "error": (f"{e.column}: {e.value!r}: {e.message}" if e.column else e.message)}
          for e in errors], schema=SCHEMA)
-    rows, zeroed = _row_outcomes(history.status, frames) if frames is not None else (None, [])
+    rows, zeroed = _row_outcomes(status, frames) if frames is not None else (None, [])
     table = _in_row_order(head, rows, zeroed, err.filter(pl.col("outcome") == "error"))
     # Text cells that a spreadsheet would run as formulas are escaped.
     table = escape_text_columns(table, "sku", "error")

@@ -1,10 +1,12 @@
-"""Run the parser in warm, resource-limited worker processes.
+"""Read uploaded files in warm, resource-limited worker processes.
 
 A native reader can panic (pyo3 ``PanicException`` is a ``BaseException``),
 abort the process, balloon in memory or never return. Any of these must reject
-the one file, never the daemon. Workers are spawned once and reused so a small
-upload pays only a pipe round trip; a worker that was killed or died is
-replaced. Results come back as Arrow IPC bytes (cheap for a million rows).
+the one file, never the daemon. So every file a sender gives us is read here,
+before any transaction: quantity feeds, order and cancellation files, and
+listings. Workers are spawned once and reused so a small upload pays only a
+pipe round trip; a worker that was killed or died is replaced. A feed comes
+back as Arrow IPC (cheap for a million rows), the other kinds pickled.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
+import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,9 @@ import polars as pl
 
 from daemon.errors import FeedError
 from daemon.formats.feeds import ParsedFeed, ParseOptions, RowError
+from daemon.formats.listings import ListingFile
+from daemon.formats.orders import ParsedCancellations, ParsedOrders
+
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
@@ -41,8 +47,12 @@ def _serve(fd: int) -> None:
 
     conn = Connection(fd)
 
-    from daemon.formats.feeds import parse_feed  # warm the imports before the first file
+    # Warm the imports before the first file.
+    from daemon.formats.feeds import parse_feed
+    from daemon.formats.listings import read_listings
+    from daemon.formats.orders import read_cancellations, read_orders
 
+    readers = {"orders": read_orders, "cancellations": read_cancellations, "listings": read_listings}
     conn.send(("ready",))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     while True:
@@ -52,7 +62,7 @@ def _serve(fd: int) -> None:
             return
         if request is None:
             return
-        path, options, memory_bytes, fault = request
+        kind, path, options, memory_bytes, fault = request
         # RLIMIT_AS counts address space, not resident memory, and polars'
         # allocator and thread stacks reserve far more than they touch (about
         # 1-3 GB of VmSize once warm). So the limit is "this much *more*
@@ -62,20 +72,24 @@ def _serve(fd: int) -> None:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
         blob = b""
+        meta: tuple[str, Any]
         try:
             _inject(fault, memory_bytes)
-            feed = parse_feed(Path(path), options)
-            # A tmpfs file beats pushing tens of MB through the socket; the
-            # parent reads and unlinks it.
-            handle, name = tempfile.mkstemp(prefix="stockdrop-parse-", suffix=".arrow", dir=_SCRATCH)
-            with os.fdopen(handle, "wb") as sink:
-                feed.frame.write_ipc(sink, compression="uncompressed")
-            blob = name.encode()
-            meta: tuple[str, Any] = ("ok", (
-                [(e.row, e.column, e.value, e.message, e.sku) for e in feed.errors], feed.warnings,
-                feed.total_rows, feed.encoding, feed.delimiter, feed.sheet, feed.header,
-            ))
-            del feed  # held on, it would sit in memory through the next request's parse
+            if kind != "feed":
+                meta = ("ok", readers[kind](Path(path)))
+            else:
+                feed = parse_feed(Path(path), options)
+                # A tmpfs file beats pushing tens of MB through the socket; the
+                # parent reads and unlinks it.
+                handle, name = tempfile.mkstemp(prefix="stockdrop-parse-", suffix=".arrow", dir=_SCRATCH)
+                with os.fdopen(handle, "wb") as sink:
+                    feed.frame.write_ipc(sink, compression="uncompressed")
+                blob = name.encode()
+                meta = ("ok", (
+                    [(e.row, e.column, e.value, e.message, e.sku) for e in feed.errors], feed.warnings,
+                    feed.total_rows, feed.encoding, feed.delimiter, feed.sheet, feed.header,
+                ))
+                del feed  # held on, it would sit in memory through the next request's parse
         except FeedError as exc:
             meta = ("feed_error", str(exc))
         except MemoryError:
@@ -116,8 +130,6 @@ def _inject(fault: str | None, memory_bytes: int) -> None:
     elif fault == "raise":
         raise TestFault("injected failure")
     elif fault == "abort":
-        import os
-
         os.abort()
     elif fault == "memory":
         _hog = bytearray(memory_bytes * 2)  # noqa: F841
@@ -212,15 +224,26 @@ class _Worker:
 
 
 class ParserPool:
-    """A few reusable parser processes; thread-safe, one file per worker at a time."""
+    """Up to ``size`` reusable worker processes; thread-safe, one file per worker at a time.
 
-    def __init__(self, size: int = 2) -> None:
-        self._size = size
+    Workers start on demand (``warm`` starts the first one ahead of time) and
+    stop with ``close``; a pool still open when the interpreter exits is
+    closed then. Each file may take ``timeout_s``, and ``memory_bytes`` more
+    than an idle worker holds, unless a call says otherwise.
+    """
+
+    def __init__(self, size: int = 2, *, timeout_s: float = 120,
+                 memory_bytes: int = 2 * 1024**3) -> None:
+        if size < 1:
+            raise ValueError("a parser pool needs at least one worker")
+        self.timeout_s = timeout_s
+        self.memory_bytes = memory_bytes
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
         self._slots = threading.Semaphore(size)
         self._lock = threading.Lock()
         self._all: set[_Worker] = set()
         self._closed = False
+        _open_pools.add(self)
 
     def warm(self, wait_s: float = 0.0) -> bool:
         """Start one worker now so the first file does not pay the start-up.
@@ -241,28 +264,10 @@ class ParserPool:
         except (EOFError, OSError):  # it died while starting: the first call replaces it
             return False
 
-    def parse(self, path: Path, options: ParseOptions, *, timeout_s: float = 120,
-              memory_bytes: int = 2 * 1024**3, fault: str | None = None) -> ParsedFeed:
-        if self._closed:
-            raise RuntimeError("the parser pool is closed")
-        with self._slots:
-            worker = self._checkout()
-            try:
-                meta, blob = worker.call((str(path), options, memory_bytes, fault), timeout_s)
-                if meta[0] == "crash":
-                    worker.kill()  # a panic or MemoryError may leave it damaged: recycle
-                elif _rss_bytes(worker.process.pid) > RECYCLE_RSS_BYTES:
-                    # A big file leaves the worker's allocator holding hundreds
-                    # of MB for the rest of the daemon's life; a fresh worker
-                    # costs a fraction of a second, and only after big files.
-                    worker.kill()
-            finally:
-                self._checkin(worker)
-        kind, payload = meta
-        if kind == "feed_error":
-            raise FeedError(payload)
-        if kind == "crash":
-            raise FeedError(f"{payload}; the file was rejected")
+    def parse(self, path: Path, options: ParseOptions, *, timeout_s: float | None = None,
+              memory_bytes: int | None = None, fault: str | None = None) -> ParsedFeed:
+        """A quantity feed, as ``formats.feeds.parse_feed`` reads it."""
+        payload, blob = self._call("feed", path, options, timeout_s, memory_bytes, fault)
         errors, warnings, total, encoding, delimiter, sheet, header = payload
         name = blob.decode()
         try:
@@ -274,6 +279,47 @@ class ParserPool:
             warnings=warnings, total_rows=total, encoding=encoding, delimiter=delimiter,
             sheet=sheet, header=header,
         )
+
+    def read_orders(self, path: Path, *, fault: str | None = None) -> ParsedOrders:
+        result, _ = self._call("orders", path, None, fault=fault)
+        assert isinstance(result, ParsedOrders)
+        return result
+
+    def read_cancellations(self, path: Path, *, fault: str | None = None) -> ParsedCancellations:
+        result, _ = self._call("cancellations", path, None, fault=fault)
+        assert isinstance(result, ParsedCancellations)
+        return result
+
+    def read_listings(self, path: Path, *, fault: str | None = None) -> ListingFile:
+        result, _ = self._call("listings", path, None, fault=fault)
+        assert isinstance(result, ListingFile)
+        return result
+
+    def _call(self, kind: str, path: Path, options: ParseOptions | None, timeout_s: float | None = None,
+              memory_bytes: int | None = None, fault: str | None = None) -> tuple[Any, bytes]:
+        if self._closed:
+            raise RuntimeError("the parser pool is closed")
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        memory_bytes = self.memory_bytes if memory_bytes is None else memory_bytes
+        with self._slots:
+            worker = self._checkout()
+            try:
+                meta, blob = worker.call((kind, str(path), options, memory_bytes, fault), timeout_s)
+                if meta[0] == "crash":
+                    worker.kill()  # a panic or MemoryError may leave it damaged: recycle
+                elif _rss_bytes(worker.process.pid) > RECYCLE_RSS_BYTES:
+                    # A big file leaves the worker's allocator holding hundreds
+                    # of MB for the rest of the daemon's life; a fresh worker
+                    # costs a fraction of a second, and only after big files.
+                    worker.kill()
+            finally:
+                self._checkin(worker)
+        status, payload = meta
+        if status == "feed_error":
+            raise FeedError(payload)
+        if status == "crash":
+            raise FeedError(f"{payload}; the file was rejected")
+        return payload, blob
 
     def _checkout(self) -> _Worker:
         try:
@@ -317,33 +363,10 @@ class ParserPool:
         self.close()
 
 
-_default: ParserPool | None = None
-_default_lock = threading.Lock()
+_open_pools: weakref.WeakSet[ParserPool] = weakref.WeakSet()
 
 
-def default_pool() -> ParserPool:
-    global _default
-    with _default_lock:
-        if _default is None or _default._closed:
-            _default = ParserPool()
-        return _default
-
-
-def close() -> None:
-    """Stop the shared workers (tests and daemon shutdown); they restart on demand."""
-    global _default
-    with _default_lock:
-        pool, _default = _default, None
-    if pool is not None:
+@atexit.register
+def _close_open_pools() -> None:
+    for pool in list(_open_pools):
         pool.close()
-
-
-
-def parse_contained(
-    path: Path, options: ParseOptions, *, timeout_s: float = 120, memory_bytes: int = 2 * 1024**3
-) -> ParsedFeed:
-    """``parse_feed`` in the shared pool's worker."""
-    return default_pool().parse(path, options, timeout_s=timeout_s, memory_bytes=memory_bytes)
-
-
-atexit.register(close)

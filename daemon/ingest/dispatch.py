@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 
 import structlog
 
-log = structlog.get_logger("daemon.ingest.dispatch")
+log = structlog.get_logger(__name__)
 
 _STOP = object()  # tells a worker thread to end
 

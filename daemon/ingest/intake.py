@@ -27,7 +27,7 @@ from daemon.db import uploads
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.spool import SpoolDirs, move
 
-log = structlog.get_logger("daemon.ingest.intake")
+log = structlog.get_logger(__name__)
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -91,14 +91,13 @@ class Intake:
                 assert upload.spool_name is not None
                 if not (self._dirs.spool / upload.spool_name).exists():
                     log.warning("claim_incomplete", upload_id=upload.id, file=upload.original_name)
-                    session.delete(upload)
+                    uploads.forget(session, upload.id)
                     continue
                 claimed.append(upload.id)
             # Finished uploads whose file is still here: only the filing is left.
             in_spool = {_id_from_spool_name(p.name) for p in self._dirs.spool.iterdir()
                         if p.is_file() and not p.name.startswith(".")}
-            in_spool.discard(None)
-            lanes = uploads.lanes(session, {*claimed, *in_spool})  # type: ignore[arg-type]
+            lanes = uploads.lanes(session, {*claimed, *(i for i in in_spool if i is not None)})
         for upload_id in sorted(lanes):
             self._enqueue(lanes[upload_id], upload_id)
         if lanes:

@@ -35,7 +35,7 @@ from daemon.ingest.sources import SourceInfo
 from daemon.ingest.names import is_marker, is_temporary
 from daemon.settings import PullSettings
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 MAX_BACKOFF_S = 15 * 60.0
 _CHUNK = 64 * 1024

@@ -9,14 +9,15 @@ Nothing in the spool, held/ or quarantine/ is ever touched here.
 from __future__ import annotations
 
 import shutil
-import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("daemon.ingest.retention")
+from daemon.runtime.periodic import Periodic
+
+log = structlog.get_logger(__name__)
 
 STALE_STAGING = timedelta(days=1)
 
@@ -49,47 +50,13 @@ def sweep(archive: Path, staging_folders: Iterable[Path], *, retention_days: int
     return removed
 
 
-class Janitor:
-    """Runs ``sweep`` at start and then every ``interval`` seconds."""
+def janitor(archive: Path, staging_folders: Callable[[], Iterable[Path]], retention_days: int, *,
+            interval: float = 3600.0) -> Periodic:
+    """``sweep`` at start and then every ``interval`` seconds, as a runtime service."""
 
-    name = "janitor"
+    def run() -> None:
+        removed = sweep(archive, staging_folders(), retention_days=retention_days, now=datetime.now(UTC))
+        if any(removed.values()):
+            log.info("retention_sweep", **removed)
 
-    def __init__(self, archive: Path, staging_folders: list[Path], retention_days: int,
-                 interval: float = 3600.0) -> None:
-        self._archive = archive
-        self._staging = staging_folders
-        self._retention = retention_days
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _run_once(self) -> None:
-        try:
-            removed = sweep(self._archive, self._staging, retention_days=self._retention,
-                            now=datetime.now(UTC))
-            if any(removed.values()):
-                log.info("retention_sweep", **removed)
-        except OSError:
-            log.exception("retention_sweep_failed")
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._run_once()
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._run_once()
-        self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def check(self) -> None:
-        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
-            raise RuntimeError("the janitor thread died")
-
-
+    return Periodic("janitor", interval, run, at_start=True)

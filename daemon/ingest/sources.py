@@ -1,15 +1,25 @@
-"""The sources the daemon serves, with their settings and folders, by database id."""
+"""The sources and markets the daemon serves, with their settings and folders, by database id.
+
+Sources come from the config only. Markets come from the config and from
+``stockdrop market add``, so the daemon looks for new ones while it runs
+(``book_refresher``) and starts watching their folders.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.orm import Session
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db.catalog import source_ids
 from daemon.db.markets import market_ids
+from daemon.runtime.periodic import Periodic
 from daemon.settings import MerchantSettings, Settings, SourceSettings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ class Inbox:
 class SourceBook:
     def __init__(self, sources: list[SourceInfo], markets: list[MarketInbox] | None = None) -> None:
         self._by_id = {s.id: s for s in sources}
+        # Replaced, never changed in place: readers on other threads iterate it.
         self.markets = {m.id: m for m in markets or []}
 
     @classmethod
@@ -111,21 +122,35 @@ class SourceBook:
                     folder=settings.source_folder(m.name, s), inbox=settings.inbox(m.name, s),
                     results=settings.results(m.name, s),
                 ))
-        markets = []
-        for m in settings.merchants:
-            # Markets come from the config and from `market add`: read the database.
-            for market_id, merchant_id, name in market_ids(session, m.name):
-                markets.append(MarketInbox(id=market_id, merchant_id=merchant_id, merchant=m,
-                                           name=name, folder=settings.data_dir / "markets" / m.name / name))
-        return cls(found, markets)
+        return cls(found, _markets(session, settings))
+
+    def add_markets(self, session: Session, settings: Settings) -> list[MarketInbox]:
+        """Markets added to the database since the book was loaded (``market add``)."""
+        new = [m for m in _markets(session, settings) if m.id not in self.markets]
+        if new:
+            self.markets = {**self.markets, **{m.id: m for m in new}}
+        return new
 
     def inboxes(self) -> list[Inbox]:
         """Every folder the watcher serves."""
         out = [Inbox(s.inbox, source_id=s.id) for s in self._by_id.values()]
         for m in self.markets.values():
-            out.append(Inbox(m.orders, market_id=m.id, kind="orders"))
-            out.append(Inbox(m.cancellations, market_id=m.id, kind="cancellations"))
+            out.extend(market_inboxes(m))
         return out
+
+    @property
+    def staging_folders(self) -> list[Path]:
+        return [s.staging for s in self] + [m.staging for m in self.markets.values()]
+
+    # -- where an account's files go (the endpoints' authenticator asks) ---------
+
+    def source_root(self, source_id: int) -> Path | None:
+        info = self.get(source_id)
+        return info.folder if info is not None else None
+
+    def market_root(self, market_id: int, kind: str) -> Path | None:
+        market = self.market(market_id)
+        return market.kind_folder(kind) if market is not None else None
 
     def market(self, market_id: int) -> MarketInbox | None:
         return self.markets.get(market_id)
@@ -136,7 +161,7 @@ class SourceBook:
                 return m
         return None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SourceInfo]:
         return iter(self._by_id.values())
 
     def get(self, source_id: int) -> SourceInfo | None:
@@ -150,3 +175,36 @@ class SourceBook:
 
     def in_merchant(self, merchant_id: int) -> list[SourceInfo]:
         return [s for s in self._by_id.values() if s.merchant_id == merchant_id]
+
+
+def market_inboxes(market: MarketInbox) -> list[Inbox]:
+    return [Inbox(market.inbox(kind), market_id=market.id, kind=kind) for kind in MARKET_KINDS]
+
+
+def _markets(session: Session, settings: Settings) -> list[MarketInbox]:
+    # Markets come from the config and from `market add`: read the database.
+    return [MarketInbox(id=market_id, merchant_id=merchant_id, merchant=m, name=name,
+                        folder=settings.data_dir / "markets" / m.name / name)
+            for m in settings.merchants for market_id, merchant_id, name in market_ids(session, m.name)]
+
+
+def book_refresher(book: SourceBook, sessions: sessionmaker[Session], settings: Settings, *,
+                   on_new: Callable[[list[Inbox]], None], interval: float = 5.0) -> Periodic:
+    """Picks up markets added while the daemon runs, every ``interval`` seconds.
+
+    A new market's folders are made and handed to ``on_new`` (the watcher),
+    and its accounts can log in from then on.
+    """
+
+    def refresh() -> None:
+        with sessions() as session:
+            new = book.add_markets(session, settings)
+        for m in new:
+            for kind in MARKET_KINDS:
+                m.inbox(kind).mkdir(parents=True, exist_ok=True)
+                m.results(kind).mkdir(parents=True, exist_ok=True)
+            log.info("market_added", merchant=m.merchant.name, market=m.name)
+        if new:
+            on_new([inbox for m in new for inbox in market_inboxes(m)])
+
+    return Periodic("markets", interval, refresh)

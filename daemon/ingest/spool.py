@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from daemon.inventory.uploads import UploadStatus
+
 
 @dataclass(frozen=True)
 class SpoolDirs:
@@ -37,6 +39,14 @@ class SpoolDirs:
 
     def archive(self, when: datetime) -> Path:
         return self.root / "archive" / when.strftime("%Y-%m-%d")
+
+    def kept(self, status: str, when: datetime) -> Path:
+        """Where a finished upload's original goes: held/, quarantine/ or the day's archive."""
+        if status == UploadStatus.HELD:
+            return self.held
+        if status == UploadStatus.REJECTED:
+            return self.quarantine
+        return self.archive(when)
 
     def create(self) -> None:
         for path in (self.spool, self.held, self.quarantine, self.root / "archive"):

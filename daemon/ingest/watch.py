@@ -25,8 +25,7 @@ from daemon.ingest.arrival import Arrival
 from daemon.ingest.names import DONE_SUFFIXES, is_marker, is_temporary
 from daemon.ingest.sources import Inbox
 
-log = structlog.get_logger("daemon.ingest.watch")
-
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -59,6 +58,7 @@ class FolderWatcher:
         done_markers: bool = False, tick: float = 0.2,
     ) -> None:
         # Keyed by position: a source and a market may share a database id.
+        # Replaced, never changed in place: other threads iterate it.
         self._sources = dict(enumerate(inboxes))
         self._deliver = deliver
         self._settle = settle_seconds
@@ -99,6 +99,19 @@ class FolderWatcher:
     def check(self) -> None:
         if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
             raise RuntimeError("the folder watcher thread died")
+
+    def add(self, inboxes: list[Inbox]) -> None:
+        """Watch more folders (a market added while running); what is in them is taken too."""
+        with self._lock:
+            start = len(self._sources)
+            added = {start + i: inbox for i, inbox in enumerate(inboxes)}
+            self._sources = {**self._sources, **added}
+            observer = self._observer
+        for key, inbox in added.items():
+            inbox.path.mkdir(parents=True, exist_ok=True)
+            if observer is not None:
+                observer.schedule(_Nudge(self, key), str(inbox.path), recursive=False)
+        self.scan()
 
     # -- discovery -------------------------------------------------------
 

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine
+
 from daemon import exitcodes
-from daemon.cli.app import App
-from daemon.db.catalog import sync_config
+from daemon.db import migrate
 from daemon.db.checkpoint import Checkpointer
-from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
+from daemon.db.sync import sync_with_config
 from daemon.errors import ConfigError, UserError
-from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.endpoints.factory import endpoint_services
+from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime.lifecycle import Runtime, install_signal_handlers
+from daemon.settings import Settings
 
-log = get_logger("daemon.runtime.assemble")
+log = get_logger(__name__)
 
-def build_services(app: App) -> list[Any]:
-    settings = app.settings
-    sessions = session_factory(app.engine)
+
+def build_services(settings: Settings, engine: Engine) -> list[Any]:
+    sessions = session_factory(engine)
     with sessions() as session, session.begin():
-        sync_config(session, settings, app.now())
-        sync_markets(session, settings, app.now())
+        sync_with_config(session, settings, datetime.now(UTC))
         book = SourceBook.load(session, settings)
     for info in book:
         info.inbox.mkdir(parents=True, exist_ok=True)
@@ -32,18 +35,21 @@ def build_services(app: App) -> list[Any]:
     pipeline = Pipeline(settings, sessions, book)
     services = pipeline.services()
     services.extend(endpoint_services(settings, pipeline, sessions))
-    if app.engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
         # First, so it stops last: the workers' final commits get checkpointed.
-        services.insert(0, Checkpointer(app.engine))
+        services.insert(0, Checkpointer(engine))
     return services
 
 
-def run_daemon(app: App, *, log_format: str = "auto", log_level: str = "info") -> int:
-    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+def run_daemon(load: Callable[[], tuple[Settings, Engine]], *, log_format: str = "auto",
+               log_level: str = "info") -> int:
+    """Run until stopped; returns the exit code. ``load`` reads the settings and
+    opens the database once logging is set up, so its problems are logged too."""
+    configure_logging(log_format, log_level)  # type: ignore[arg-type]  # click's Choice checked it
     try:
-        settings = app.settings
-        app.require_schema()
-        services = build_services(app)
+        settings, engine = load()
+        migrate.require_head(engine)
+        services = build_services(settings, engine)
     except ConfigError as exc:
         for key, reason in exc.problems:
             log.error("config_invalid", key=key, reason=reason)

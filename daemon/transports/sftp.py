@@ -15,7 +15,7 @@ import structlog
 from daemon.auth.hostkey import fingerprint
 from daemon.settings import PullSettings
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 
 class PullError(Exception):

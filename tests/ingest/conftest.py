@@ -19,8 +19,9 @@ from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
 from daemon.db.models import LedgerEntry
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.contained import ParserPool
+from daemon.ingest.outcomes import Outcome
 from daemon.ingest.pipeline import Pipeline
-from daemon.ingest.process import Outcome
 from daemon.ingest.sources import SourceBook
 from daemon.settings import Settings, parse_settings
 from tests.conftest import Database
@@ -92,8 +93,15 @@ priority = 20
 """
 
 
+@pytest.fixture(scope="session")
+def parsers() -> Iterator[ParserPool]:
+    """One warm pool for every test's pipeline: a worker's start-up is paid once."""
+    with ParserPool(2) as pool:
+        yield pool
+
+
 @pytest.fixture
-def make_env(database: Database, tmp_path: Path) -> Iterator[Callable[..., IngestEnv]]:
+def make_env(database: Database, tmp_path: Path, parsers: ParserPool) -> Iterator[Callable[..., IngestEnv]]:
     pipelines: list[Pipeline] = []
 
     def make(feed: str = "", ingest: str = "", merchant_extra: str = "") -> IngestEnv:
@@ -107,7 +115,7 @@ def make_env(database: Database, tmp_path: Path) -> Iterator[Callable[..., Inges
             sync_config(s, settings, datetime.now(UTC))
             sync_markets(s, settings, datetime.now(UTC))
             book = SourceBook.load(s, settings)
-        pipeline = Pipeline(settings, sessions, book, workers=2)
+        pipeline = Pipeline(settings, sessions, book, workers=2, parsers=parsers)
         pipelines.append(pipeline)
         return IngestEnv(settings, sessions, pipeline, tmp_path)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from daemon.db import bulk
 from daemon.db.engine import make_engine, session_factory
-from daemon.ingest import market_files, process
+from daemon.ingest import apply_market, process
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
@@ -45,17 +45,17 @@ def main() -> None:
                 real(*a, **k)
                 _die()
 
-            process.bulk.write_plan = write_then_die  # type: ignore[assignment]
+            bulk.write_plan = write_then_die  # type: ignore[assignment]
         elif crash_at == "before_archive":
             process.Processor._file_away = _die  # type: ignore[assignment,method-assign]
         if crash_at == "orders_before_commit":
-            real_orders = market_files.apply_order_file
+            real_orders = apply_market.apply_orders
 
             def apply_then_die(*a, **k):  # type: ignore[no-untyped-def]
                 real_orders(*a, **k)
                 _die()
 
-            market_files.apply_order_file = apply_then_die  # type: ignore[assignment]
+            apply_market.apply_orders = apply_then_die  # type: ignore[assignment]
             market = book.market_by_name("acme", "shop")
             assert market is not None
             arrival = Arrival(path=file, source_id=None, market_id=market.id, kind="orders",

@@ -1,4 +1,4 @@
-"""parse_contained: any failure in the worker rejects the file, never the caller."""
+"""The contained parser: any failure in the worker rejects the file, never the caller."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from daemon.errors import FeedError
 from daemon.ingest import contained
 from daemon.formats.feeds import ParseOptions, parse_feed
-from daemon.ingest.contained import parse_contained
 
 
 @pytest.fixture
@@ -26,11 +25,8 @@ def good(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_contained_result_equals_the_direct_one(good):
-    try:
-        direct, boxed = parse_feed(good, ParseOptions()), parse_contained(good, ParseOptions())
-    finally:
-        contained.close()
+def test_the_contained_result_equals_the_direct_one(pool, good):
+    direct, boxed = parse_feed(good, ParseOptions()), pool.parse(good, ParseOptions())
     assert boxed.frame.equals(direct.frame) and boxed.errors == direct.errors
     assert (boxed.header, boxed.total_rows, boxed.delimiter) == (direct.header, direct.total_rows, ",")
 
@@ -108,7 +104,7 @@ def test_a_worker_that_dies_before_it_is_ready_rejects_the_file_it_was_given(goo
         worker.process.kill()
         worker.process.wait(10)
         with pytest.raises(FeedError, match="parser process did not start"):
-            worker.call((str(good), ParseOptions(), 2**31, None), timeout_s=10)
+            worker.call(("feed", str(good), ParseOptions(), 2**31, None), timeout_s=10)
     finally:
         worker.kill()
 

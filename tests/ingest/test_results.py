@@ -106,7 +106,7 @@ def described(history: HistoryRow, errors: list[ErrorRow], parsed: ParsedFeed,
 def test_the_result_file_says_what_happened_to_each_row(upload: Upload) -> None:
     outcome, errors, parsed, plans = upload
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_result(Path(tmp), "f.csv", outcome, errors,
+        path = write_result(Path(tmp), "f.csv", outcome.status, outcome.message, errors,
                             (parsed, [(None, plan) for plan in plans]))
         with path.open(newline="", encoding="utf-8") as f:
             header, *lines = list(csv.reader(f))
@@ -117,7 +117,7 @@ def test_the_result_file_says_what_happened_to_each_row(upload: Upload) -> None:
 def test_a_file_rejected_as_a_whole_lists_only_its_errors(tmp_path: Path) -> None:
     errors = [ErrorRow(3, "quantity", "=1+1", "X", "not a number"),
               ErrorRow(None, None, None, None, "-bad")]
-    path = write_result(tmp_path, "f.csv", history_row("rejected", "=no"), errors, None)
+    path = write_result(tmp_path, "f.csv", "rejected", "=no", errors, None)
     assert path.read_text(encoding="utf-8").splitlines() == [
         "row,sku,quantity,outcome,error", ",,,rejected,'=no", ",,,error,'-bad",
         "3,X,,error,quantity: '=1+1': not a number"]
@@ -131,6 +131,6 @@ def test_a_file_with_many_row_errors_lists_each_after_its_row(tmp_path: Path) ->
     parsed = ParsedFeed(frame, [], [], 300, None, None, None, ["sku", "quantity"])
     errors = [ErrorRow(row, "quantity", "=x", None, "not a number") for row in range(400, 1, -2)]
     outcome = history_row("applied_with_errors", None)
-    path = write_result(tmp_path, "f.csv", outcome, errors, (parsed, [(None, plan)]))
+    path = write_result(tmp_path, "f.csv", outcome.status, outcome.message, errors, (parsed, [(None, plan)]))
     with path.open(newline="", encoding="utf-8") as f:
         assert list(csv.reader(f))[1:] == described(outcome, errors, parsed, [plan])

@@ -1,4 +1,4 @@
-"""The stock kept between uploads (``ingest.stock_cache``) is always what a fresh read returns.
+"""The stock kept between uploads (``ingest.stock_store``) is always what a fresh read returns.
 
 After every upload the kept frame must equal ``bulk.load_current``; any
 writer the daemon did not make itself must make it read again.
@@ -28,7 +28,7 @@ def fresh(env: IngestEnv, source: str = "wh1") -> tuple[int, pl.DataFrame]:
 
 
 def kept(env: IngestEnv, source: str = "wh1") -> tuple[int, pl.DataFrame] | None:
-    return env.pipeline.processor._stock._frames.get(env.source(source).id)
+    return env.pipeline.processor.feeds._stock._frames.get(env.source(source).id)
 
 
 def assert_kept_is_fresh(env: IngestEnv, source: str = "wh1") -> None:
@@ -111,22 +111,22 @@ def test_another_daemon_writing_the_source_makes_this_one_read_again(make_env, r
 
 
 def test_an_apply_that_fails_before_its_commit_keeps_nothing_of_it(make_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from daemon.ingest.process import Processor
+    from daemon.ingest import apply_feed
 
     env = make_env(feed=FULL)
     env.upload("f1.csv", feed({"A": 1, "B": 2}), received_at=T0)
     held = kept(env)
-    real = Processor._finish
+    real = apply_feed.finish
 
-    def fail(self, session, upload, status, *a, **kw):  # type: ignore[no-untyped-def]
+    def fail(session, upload, status, *a, **kw):  # type: ignore[no-untyped-def]
         if status == "applied":
             raise RuntimeError("injected failure before the commit")
-        return real(self, session, upload, status, *a, **kw)
+        return real(session, upload, status, *a, **kw)
 
-    monkeypatch.setattr(Processor, "_finish", fail)
+    monkeypatch.setattr(apply_feed, "finish", fail)
     with pytest.raises(RuntimeError):
         env.upload("f2.csv", feed({"A": 9, "B": 9}), received_at=T0 + timedelta(hours=1))
-    monkeypatch.setattr(Processor, "_finish", real)
+    monkeypatch.setattr(apply_feed, "finish", real)
     assert kept(env) is held  # rolled back: the stock is what was kept
     assert_kept_is_fresh(env)
     assert env.quantities() == {"A": 1, "B": 2}

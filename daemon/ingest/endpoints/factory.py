@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.db.accounts import DbAuthenticator
+from daemon.auth.accounts import DbAuthenticator
 from daemon.ingest.pipeline import Pipeline
 from daemon.auth.bans import BanList
 from daemon.settings import Settings

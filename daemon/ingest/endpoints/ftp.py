@@ -33,7 +33,7 @@ try:  # FTPS needs pyOpenSSL; plain FTP works without it
 except ImportError:  # pragma: no cover
     TLS_DTPHandler = TLS_FTPHandler = None  # type: ignore[assignment,misc]
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 # pyftpdlib sets up its own stderr logging when nothing is configured; the
 # daemon's logging setup decides where its records go instead.
 logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())

@@ -41,7 +41,7 @@ from daemon.ingest.endpoints.jail import (
 if TYPE_CHECKING:
     from daemon.ingest.endpoints.ftp import FtpConfig
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 RESUME_REFUSED = "Resume is not supported; upload the whole file again."
 _ANONYMOUS = {"anonymous", "ftp"}

@@ -26,7 +26,7 @@ import structlog
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.names import is_temporary
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 INBOX = "inbox"
 RESULTS = "results"

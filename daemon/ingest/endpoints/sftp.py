@@ -26,7 +26,7 @@ from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 from daemon.ingest.endpoints.jail import Jail
 from daemon.ingest.endpoints.sftp_fs import SftpServer
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)

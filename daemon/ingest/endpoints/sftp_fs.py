@@ -40,7 +40,7 @@ from daemon.ingest.endpoints.jail import (
 if TYPE_CHECKING:
     from daemon.ingest.endpoints.sftp import Session, SshServer
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 OK = paramiko.SFTP_OK
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC

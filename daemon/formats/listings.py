@@ -1,0 +1,106 @@
+"""Read a market's listings: one quantity per SKU, in the market's own format.
+
+Walmart's inventory JSON is read as such; a Shopify inventory export takes
+``Available (not editable)`` summed over its locations; everything else
+(generic CSV, Amazon's tab-delimited inventory report, eBay Seller Hub / File
+Exchange with its ``#INFO`` preamble) goes through the feed reader, which
+knows their SKU and quantity headers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.errors import FeedError
+from daemon.formats import decode as decoding
+from daemon.formats.feeds import ParseOptions, RowError, parse_feed
+from daemon.formats.headers import normalise
+
+
+@dataclass
+class ListingFile:
+    """A market's listings: (sku, quantity) with one quantity per SKU."""
+
+    rows: list[tuple[str, int]]
+    errors: list[RowError]
+    total_rows: int
+    format: str
+    warnings: list[str] = field(default_factory=list)
+
+
+_SHOPIFY_QUANTITY = "Available (not editable)"
+
+
+def read_listings(path: Path) -> ListingFile:
+    """A listing file in the market's own format, or generic ``sku,quantity``.
+
+    Walmart's inventory JSON is read as such; a Shopify inventory export
+    takes ``Available (not editable)`` summed over its locations; everything
+    else (generic CSV, Amazon's tab-delimited inventory report, eBay Seller
+    Hub / File Exchange with its ``#INFO`` preamble) goes through the feed
+    parser, which knows their SKU and quantity headers.
+    """
+    raw = Path(path).read_bytes()
+    head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"{") or head.startswith(b"["):
+        return _walmart_json(raw)
+    probe = decoding.decode(raw[:8192]).data if raw else b""
+    if normalise(_SHOPIFY_QUANTITY).encode() in re.sub(rb"[\W_]+", b"", probe.lower()):
+        feed = parse_feed(path, ParseOptions(
+            columns={"sku": "SKU", "quantity": _SHOPIFY_QUANTITY, "location": "Location"},
+            negative="clamp"))
+        fmt = "shopify"
+    else:
+        feed = parse_feed(path, ParseOptions(negative="reject", duplicates="reject"))
+        fmt = _guess_format(feed.header, feed.delimiter)
+    totals: dict[str, int] = {}
+    for sku, quantity in feed.frame.select("sku", "quantity").iter_rows():
+        totals[sku] = totals.get(sku, 0) + int(quantity)
+    return ListingFile(list(totals.items()), list(feed.errors), feed.total_rows, fmt,
+                       list(feed.warnings))
+
+
+def _guess_format(header: Sequence[str], delimiter: str | None) -> str:
+    norm = {normalise(h) for h in header}
+    if any(h.startswith("action") for h in norm) or "customlabelsku" in norm or "customlabel" in norm:
+        return "ebay"
+    if delimiter == "\t":
+        return "amazon"
+    return "generic"
+
+
+def _walmart_json(raw: bytes) -> ListingFile:
+    try:
+        doc = json.loads(decoding.decode(raw).data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FeedError(f"the file looks like JSON but cannot be read: {exc}") from None
+    items = doc.get("Inventory") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise FeedError('a Walmart inventory file needs an "Inventory" list')
+    totals: dict[str, int] = {}
+    errors: list[RowError] = []
+    for number, item in enumerate(_items(items), start=1):
+        sku = item.get("sku") if isinstance(item, dict) else None
+        qty = item.get("quantity") if isinstance(item, dict) else None
+        amount = qty.get("amount") if isinstance(qty, dict) else qty
+        if not isinstance(sku, str) or not sku.strip():
+            errors.append(RowError(number, "sku", None if sku is None else str(sku), "SKU is empty"))
+            continue
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            errors.append(RowError(number, "quantity.amount", None if amount is None else str(amount),
+                                   "quantity must be a whole number 0 or more"))
+            continue
+        if sku in totals and totals[sku] != amount:
+            errors.append(RowError(number, "sku", sku, "the SKU is listed twice with different quantities"))
+            continue
+        totals[sku.strip()] = amount
+    return ListingFile(list(totals.items()), errors, len(items), "walmart")
+
+
+def _items(items: list[object]) -> Iterator[dict[str, object]]:
+    for item in items:
+        yield item if isinstance(item, dict) else {}
