@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import pulled
 from daemon.db.pulled import Identity
 from daemon.ingest.arrival import Arrival, Deliver
-from daemon.transports.sftp import PullError, open_sftp
+from daemon.transports import TransportError
+from daemon.transports.sftp import HostKeyRejected, SftpEndpoint, open_sftp
 from daemon.ingest.sources import SourceInfo
 from daemon.ingest.names import is_marker, is_temporary
 from daemon.settings import PullSettings
@@ -70,7 +71,7 @@ def _listing(sftp: paramiko.SFTPClient, folder: str) -> dict[str, tuple[int, int
     try:
         entries = sftp.listdir_attr(folder)
     except OSError as exc:
-        raise PullError(f"cannot list {folder}: {exc}") from exc
+        raise TransportError(f"cannot list {folder}: {exc}") from exc
     out: dict[str, tuple[int, int]] = {}
     for attr in entries:
         name = attr.filename
@@ -91,6 +92,18 @@ def _discard(path: Path) -> None:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def endpoint(pull: PullSettings) -> SftpEndpoint:
+    """The remote side of a pull, with its password read (an unset variable is a failed poll)."""
+    try:
+        password = pull.resolved_password()
+    except ValueError as exc:
+        raise TransportError(str(exc)) from exc
+    return SftpEndpoint(host=pull.host, port=pull.port, user=pull.user, password=password,
+                        key_file=pull.key_file, key_passphrase_env=pull.key_passphrase_env,
+                        known_hosts=pull.known_hosts, host_key_fingerprint=pull.host_key_fingerprint,
+                        timeout_seconds=pull.timeout_seconds)
 
 
 # --- the service -------------------------------------------------------------
@@ -170,7 +183,7 @@ class PullService:
                         break
                     failures += 1
                     delay = self.backoff(pull.poll_seconds, failures)
-                    expected = isinstance(exc, PullError)
+                    expected = isinstance(exc, TransportError)
                     reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
                     log.warning("pull_failed", source=source.label, host=pull.host, port=pull.port,
                                 reason=reason, failures=failures, retry_in=delay,
@@ -191,7 +204,7 @@ class PullService:
     def poll_once(self, source: SourceInfo) -> PollReport:
         """Connect, list, take the stable files, retry pending removals.
 
-        Raises PullError when the endpoint cannot be used this time.
+        Raises TransportError when the endpoint cannot be used this time.
         """
         pull = source.settings.pull
         if pull is None:
@@ -207,7 +220,12 @@ class PullService:
 
         sftp: paramiko.SFTPClient | None = None
         try:
-            sftp = open_sftp(pull, source.label, register)
+            try:
+                sftp = open_sftp(endpoint(pull), register)
+            except HostKeyRejected as exc:
+                log.error("pull_host_key_rejected", source=source.label, host=pull.host, port=pull.port,
+                          expected=exc.expected, offered=exc.offered, key_type=exc.key_type)
+                raise
             self._poll(source, sftp, state, report)
         finally:
             with self._lock:
@@ -263,7 +281,7 @@ class PullService:
             upload_id = self._deliver(arrival)
         except Exception as exc:
             _discard(staged)  # not claimed: the remote file stays and is taken next time
-            raise PullError(f"intake did not take {ident.remote_path}: {exc}") from exc
+            raise TransportError(f"intake did not take {ident.remote_path}: {exc}") from exc
         # From here the file is ours: remember it before anything else can fail.
         state.fetched.add(ident)
         try:
@@ -303,7 +321,7 @@ class PullService:
             _discard(staged)
             transport = sftp.get_channel().get_transport()
             if transport is None or not transport.is_active():
-                raise PullError(f"connection lost while fetching {ident.remote_path}") from exc
+                raise TransportError(f"connection lost while fetching {ident.remote_path}") from exc
             log.warning("pull_download_failed", source=source.label,
                         remote_path=ident.remote_path, error=str(exc))
             return None

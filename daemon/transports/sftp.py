@@ -1,6 +1,8 @@
-"""Connecting to a warehouse's SFTP server for a pull: the host key is pinned
-(from ``host_key_fingerprint`` and/or ``known_hosts``), never learned, and every
-way it can fail is a :class:`PullError` with a sentence saying why.
+"""An SFTP client session on another machine's server (a warehouse's, a market's).
+
+The server's host key is pinned (by fingerprint and/or ``known_hosts``), never
+learned, and every way a connection can fail is a ``TransportError`` with a
+sentence saying why.
 """
 
 from __future__ import annotations
@@ -8,21 +10,43 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import paramiko
-import structlog
 
 from daemon.auth.hostkey import fingerprint
-from daemon.settings import PullSettings
-
-log = structlog.get_logger(__name__)
+from daemon.transports import TransportError
 
 
-class PullError(Exception):
-    """The endpoint could not be used this time (down, refused, key, auth)."""
+@dataclass(frozen=True)
+class SftpEndpoint:
+    """Where to connect and how to log in; at least one host-key pin is required."""
+
+    host: str
+    user: str
+    port: int = 22
+    password: str | None = field(default=None, repr=False)
+    key_file: Path | None = None  # a private key (OpenSSH format)
+    key_passphrase_env: str | None = None
+    known_hosts: Path | None = None
+    host_key_fingerprint: str | None = None  # "SHA256:..." as ssh-keygen -lf prints it
+    timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.known_hosts is None and self.host_key_fingerprint is None:
+            raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
 
 
-def _known_keys(pull: PullSettings) -> list[paramiko.PKey]:
+class HostKeyRejected(TransportError):
+    """The server showed a host key that is not the pinned one."""
+
+    def __init__(self, message: str, *, expected: list[str], offered: str, key_type: str) -> None:
+        super().__init__(message)
+        self.expected, self.offered, self.key_type = expected, offered, key_type
+
+
+def _known_keys(pull: SftpEndpoint) -> list[paramiko.PKey]:
     """The keys known_hosts pins for this host, as OpenSSH names it."""
     assert pull.known_hosts is not None
     keys = paramiko.HostKeys()
@@ -31,7 +55,7 @@ def _known_keys(pull: PullSettings) -> list[paramiko.PKey]:
     except FileNotFoundError:
         return []
     except Exception as exc:  # malformed lines raise from inside paramiko
-        raise PullError(f"cannot read known_hosts {pull.known_hosts}: {exc}") from exc
+        raise TransportError(f"cannot read known_hosts {pull.known_hosts}: {exc}") from exc
     # OpenSSH writes "[host]:port" for any port but 22
     name = pull.host if pull.port == 22 else f"[{pull.host}]:{pull.port}"
     entry = keys.lookup(name)
@@ -51,7 +75,7 @@ def _prefer_pinned_types(transport: paramiko.Transport, known: list[paramiko.PKe
         options.key_types = wanted
 
 
-def _verify_host_key(transport: paramiko.Transport, pull: PullSettings, label: str,
+def _verify_host_key(transport: paramiko.Transport, pull: SftpEndpoint,
                      known: list[paramiko.PKey] | None) -> None:
     offered = transport.get_remote_server_key()
     got = fingerprint(offered)
@@ -66,31 +90,27 @@ def _verify_host_key(transport: paramiko.Transport, pull: PullSettings, label: s
         expected.extend(fingerprint(k) for k in known)
         ok = ok and any(k.asbytes() == offered.asbytes() for k in known)
     if not ok:
-        log.error("pull_host_key_rejected", source=label, host=pull.host, port=pull.port,
-                  expected=expected, offered=got, key_type=offered.get_name())
-        raise PullError(f"host key {got} ({offered.get_name()}) is not the pinned one"
-                        f" ({', '.join(expected) or 'none known for this host'})")
+        raise HostKeyRejected(f"host key {got} ({offered.get_name()}) is not the pinned one"
+                              f" ({', '.join(expected) or 'none known for this host'})",
+                              expected=expected, offered=got, key_type=offered.get_name())
 
 
-def _load_key(pull: PullSettings) -> paramiko.PKey:
+def _load_key(pull: SftpEndpoint) -> paramiko.PKey:
     assert pull.key_file is not None
     passphrase: bytes | None = None
     if pull.key_passphrase_env is not None:
         value = os.environ.get(pull.key_passphrase_env)
         if value is None:
-            raise PullError(f"key_passphrase_env: {pull.key_passphrase_env} is not set")
+            raise TransportError(f"key_passphrase_env: {pull.key_passphrase_env} is not set")
         passphrase = value.encode()  # PKey.from_path hands it to cryptography, which wants bytes
     try:
         return paramiko.PKey.from_path(pull.key_file, passphrase)
     except (OSError, paramiko.SSHException, ValueError, TypeError) as exc:
-        raise PullError(f"cannot load key_file {pull.key_file}: {exc}") from exc
+        raise TransportError(f"cannot load key_file {pull.key_file}: {exc}") from exc
 
 
-def _authenticate(transport: paramiko.Transport, pull: PullSettings) -> None:
-    try:
-        password = pull.resolved_password()
-    except ValueError as exc:
-        raise PullError(str(exc)) from exc
+def _authenticate(transport: paramiko.Transport, pull: SftpEndpoint) -> None:
+    password = pull.password
     try:
         if pull.key_file is not None:
             try:
@@ -101,20 +121,20 @@ def _authenticate(transport: paramiko.Transport, pull: PullSettings) -> None:
         if not transport.is_authenticated() and password is not None:
             transport.auth_password(pull.user, password)
     except paramiko.AuthenticationException as exc:
-        raise PullError(f"authentication failed for {pull.user}: {exc}") from exc
+        raise TransportError(f"authentication failed for {pull.user}: {exc}") from exc
     if not transport.is_authenticated():
-        raise PullError(f"authentication failed for {pull.user}")
+        raise TransportError(f"authentication failed for {pull.user}")
 
 
-def open_sftp(pull: PullSettings, label: str,
-          register: Callable[[paramiko.Transport], None]) -> paramiko.SFTPClient:
+def open_sftp(pull: SftpEndpoint,
+              register: Callable[[paramiko.Transport], None]) -> paramiko.SFTPClient:
     """A logged-in SFTP session; the transport is handed to ``register`` as soon
     as it exists, so stop() can close it mid-handshake or mid-download."""
     known = _known_keys(pull) if pull.known_hosts is not None else None
     try:
         sock = socket.create_connection((pull.host, pull.port), timeout=pull.timeout_seconds)
     except OSError as exc:
-        raise PullError(f"cannot connect to {pull.host}:{pull.port}: {exc}") from exc
+        raise TransportError(f"cannot connect to {pull.host}:{pull.port}: {exc}") from exc
     transport = paramiko.Transport(sock)
     register(transport)
     try:
@@ -123,17 +143,17 @@ def open_sftp(pull: PullSettings, label: str,
         if known:
             _prefer_pinned_types(transport, known)
         transport.start_client(timeout=pull.timeout_seconds)
-        _verify_host_key(transport, pull, label, known)
+        _verify_host_key(transport, pull, known)
         _authenticate(transport, pull)
         sftp = paramiko.SFTPClient.from_transport(transport)
         if sftp is None:
-            raise PullError("the server refused the sftp subsystem")
+            raise TransportError("the server refused the sftp subsystem")
         sftp.get_channel().settimeout(pull.timeout_seconds)  # a stalled read must not hang
         return sftp
-    except PullError:
+    except TransportError:
         transport.close()
         raise
     except (OSError, EOFError, paramiko.SSHException) as exc:
         transport.close()
         why = str(exc) or type(exc).__name__
-        raise PullError(f"ssh to {pull.host}:{pull.port} failed: {why}") from exc
+        raise TransportError(f"ssh to {pull.host}:{pull.port} failed: {why}") from exc

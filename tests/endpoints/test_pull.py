@@ -31,7 +31,7 @@ from daemon.db.engine import make_engine, session_factory
 from daemon.db.models import Merchant, PulledFile, Source
 from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 from daemon.ingest.pull import PullService
-from daemon.transports.sftp import PullError
+from daemon.transports import TransportError
 from daemon.ingest.endpoints.sftp import SftpService
 from daemon.ingest.sources import SourceInfo
 from daemon.settings import MerchantSettings, PullSettings, SourceSettings
@@ -398,7 +398,7 @@ def test_a_file_intake_refuses_is_not_recorded_and_is_taken_on_a_later_poll(
     svc = local_lite.service(source)
     svc.poll_once(source)
     local_lite.spool.fail = True
-    with pytest.raises(PullError, match="intake did not take"):
+    with pytest.raises(TransportError, match="intake did not take"):
         svc.poll_once(source)
     assert local_lite.rows() == [] and list(source.staging.iterdir()) == []
     assert (open_server.root / "drop" / "stock.csv").exists()
@@ -416,7 +416,7 @@ def test_a_wrong_host_key_fingerprint_refuses_to_connect_and_fetches_nothing(
     wrong = "SHA256:" + "A" * 43
     source = local_lite.source(**hosted_pull(hosted, host_key_fingerprint=wrong))
     svc = local_lite.service(source)
-    with capture_logs() as logs, pytest.raises(PullError, match="not the pinned one"):
+    with capture_logs() as logs, pytest.raises(TransportError, match="not the pinned one"):
         svc.poll_once(source)
     [event] = [e for e in logs if e["event"] == "pull_host_key_rejected"]
     assert event["expected"] == [wrong]
@@ -430,7 +430,7 @@ def test_an_empty_known_hosts_refuses_to_connect(
     known = tmp_path / "known_hosts"
     known.write_text("")
     source = local_lite.source(**hosted_pull(hosted, host_key_fingerprint=None, known_hosts=known))
-    with capture_logs() as logs, pytest.raises(PullError, match="none known"):
+    with capture_logs() as logs, pytest.raises(TransportError, match="none known"):
         local_lite.service(source).poll_once(source)
     [event] = [e for e in logs if e["event"] == "pull_host_key_rejected"]
     assert event["expected"] == [] and event["offered"] == fingerprint(hosted.host_key)
@@ -454,7 +454,7 @@ def test_known_hosts_pins_by_bracketed_host_and_port_and_a_changed_key_is_refuse
     assert svc.poll_once(source).fetched == ["/results/stock.csv"]
 
     known.write_text(f"[127.0.0.1]:{port} {other.get_name()} {other.get_base64()}\n")  # "changed"
-    with pytest.raises(PullError, match="not the pinned one"):
+    with pytest.raises(TransportError, match="not the pinned one"):
         svc.poll_once(source)
 
 
@@ -493,7 +493,7 @@ def test_a_wrong_password_is_a_failed_poll(
         local_lite: Local, start_sftp: Callable[..., SftpService]) -> None:
     hosted = start_sftp()
     source = local_lite.source(**hosted_pull(hosted, password="nope"))
-    with pytest.raises(PullError, match="authentication failed"):
+    with pytest.raises(TransportError, match="authentication failed"):
         local_lite.service(source).poll_once(source)
 
 
