@@ -1,4 +1,4 @@
-"""Ingest figures (issue 3), each against a ceiling measured in the same run.
+"""Ingest figures, each against a ceiling measured in the same run.
 
     python -m bench ingest [--rows 1000000] [--xlsx-rows 100000] [--repeat 5] [--no-pg]
 

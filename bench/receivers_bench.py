@@ -1,4 +1,4 @@
-"""Receiver figures (issue 4), each against a ceiling measured in the same run.
+"""Receiver figures, each against a ceiling measured in the same run.
 
     python -m bench receivers [--mb 200] [--uploads 50] [--repeats 3]
 

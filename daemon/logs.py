@@ -38,7 +38,7 @@ _LEVELS = {
 }
 
 
-class _StockdropHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StockdropHandler(logging.StreamHandler):
     """Marks the handler this module installed, so reconfiguring replaces it.
 
     Given a stream *name* ("stdout"/"stderr") it looks the stream up on every

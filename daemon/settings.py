@@ -308,20 +308,12 @@ class ListenerSettings(_Model):
     bans: BanSettings = Field(default_factory=BanSettings)
 
 
-class ScheduleSettings(_Model):
-    """Filled in by the export issue; accepted now so configs can carry it."""
-
-    exports_every_minutes: int = Field(default=15, ge=1)
-    report_cron: str | None = None
-
-
 class Settings(_Model):
     config_path: Path | None = None
     data_dir: Path = Path("data")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
-    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     merchants: list[MerchantSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ class BanList:
         self.max_failures = max_failures
         self.window_s = window_s
         self.ban_s = ban_s
-        self.bans_total = 0  # counter, read by metrics later
+        self.bans_total = 0  # bans since start
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
         self._banned_until: dict[str, float] = {}

@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from daemon.db.bulk import lock_source
@@ -217,7 +217,7 @@ def mark_needs_update(session: Session, merchant_id: int, markets: Iterable[str]
         update(Listing).where(Listing.market_id.in_(ids), Listing.product_id.in_(products))
         .values(needs_update=True, updated_at=now).execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(cast(CursorResult[Any], result).rowcount or 0)  # an UPDATE's result has a cursor
 
 
 # --- listing import (first integration wins) ------------------------------------

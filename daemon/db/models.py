@@ -1,7 +1,7 @@
 """SQLAlchemy models. Migrations in ``migrations/versions`` must match them.
 
 Naming convention on constraints so Alembic can alter them on SQLite (batch
-mode) and PostgreSQL alike, and later issues can add tables without renames.
+mode) and PostgreSQL alike, and new tables need no renames.
 """
 
 from __future__ import annotations
@@ -125,17 +125,6 @@ class LedgerEntry(Base):
     at: Mapped[datetime] = mapped_column(UTCMicros())
 
 
-UPLOAD_STATUSES = (
-    "received",
-    "processing",
-    "applied",
-    "applied_with_errors",
-    "rejected",
-    "held",
-    "duplicate",
-)
-
-
 class Upload(Base):
     """The upload history: one row per file received, whatever its way in."""
 
@@ -160,7 +149,7 @@ class Upload(Base):
     protocol: Mapped[str] = mapped_column(String(16))
     user: Mapped[str | None] = mapped_column(String(100), nullable=True)
     remote_addr: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    status: Mapped[str] = mapped_column(String(24), default="received")
+    status: Mapped[str] = mapped_column(String(24), default="received")  # inventory.uploads.UploadStatus
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
     duplicate_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -248,11 +237,7 @@ class PulledFile(Base):
     remote_removed: Mapped[bool] = mapped_column(default=False)
 
 
-# --- markets, listings, orders and cancellations (issue 5) -------------------
-
-MARKET_KINDS = ("amazon", "ebay", "walmart", "shopify", "generic")
-RESTOCK_POLICIES = ("always", "never", "by_origin")
-ORDER_STATUSES = ("open", "cancelled")
+# --- markets, listings, orders and cancellations -------------------------------
 
 
 class MarketRecord(Base):

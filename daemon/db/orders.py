@@ -10,10 +10,10 @@ in a cycle).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +36,8 @@ from daemon.errors import FeedError, NotFound, UserError
 from daemon.inventory.allocation import Allocation, default_priority
 from daemon.inventory.cancellations import (
     CancellationKind,
+    Origin,
+    Policy,
     RestockDecision,
     apply_cancellation,
     restock_decision,
@@ -79,10 +81,10 @@ def _merchant_markets(session: Session, merchant_id: int) -> list[str]:
 
 
 def _persist(session: Session, rows: dict[str, Stock | None], ids: dict[str, int], product_id: int,
-             levels: dict[str, StockLevel] | object, entries: Sequence[LedgerEntry], now: datetime) -> None:
+             levels: Mapping[str, StockLevel], entries: Sequence[LedgerEntry], now: datetime) -> None:
     """Write what the domain decided, source by source."""
     by_source = {e.source: e for e in entries}
-    for source, level in levels.items():  # type: ignore[attr-defined]
+    for source, level in levels.items():
         write_change(session, rows.get(source), ids[source], product_id,
                      Change(level=level, entry=by_source.get(source)), now)
 
@@ -254,11 +256,11 @@ def cancel_order(
     for ln in lines:
         if ln.id in already:
             continue
+        # The domain checks both against its lists and raises ValueError otherwise.
+        said, rule = cast(Origin, origin), cast(Policy, market.restock)
         try:
-            decision = restock_decision(origin, requested, ln.ordered_at, cancelled_at,  # type: ignore[arg-type]
-                                        window, market.restock)  # type: ignore[arg-type]
-            would = restock_decision(origin, requested, ln.ordered_at, ln.ordered_at,  # type: ignore[arg-type]
-                                     window, market.restock)  # type: ignore[arg-type]
+            decision = restock_decision(said, requested, ln.ordered_at, cancelled_at, window, rule)
+            would = restock_decision(said, requested, ln.ordered_at, ln.ordered_at, window, rule)
         except ValueError as exc:
             raise UserError(f"order {order_id} line {ln.line_id}: {exc}") from None
         decisions[ln.id] = (decision, would.restock and not decision.restock)
@@ -415,4 +417,4 @@ def list_orders(session: Session, *, merchant: str | None = None, market: str | 
         query = query.where(OrderLineRecord.shortfall > 0)
     elif status:
         query = query.where(OrderLineRecord.status == status)
-    return [OrderView(*r) for r in session.execute(query)]
+    return [OrderView(*tuple(r)) for r in session.execute(query)]

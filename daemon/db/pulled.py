@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from daemon.db.models import PulledFile
@@ -57,7 +58,7 @@ def mark_removed(session: Session, source_id: int, remote_path: str, size: int, 
             PulledFile.size == size, PulledFile.mtime == mtime,
         ).values(remote_removed=True)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(cast(CursorResult[Any], result).rowcount or 0)  # an UPDATE's result has a cursor
 
 
 def pending_removals(session: Session, source_id: int) -> set[Identity]:

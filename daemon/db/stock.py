@@ -135,4 +135,4 @@ def ledger(
         query = query.where(Product.sku == sku)
     if source:
         query = query.where(Source.name == source)
-    return [LedgerRow(*r) for r in session.execute(query)]
+    return [LedgerRow(*tuple(r)) for r in session.execute(query)]

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from daemon.db.catalog import Config, sync_config
-from daemon.db.markets import MarketsConfig, sync_markets
+from daemon.db.catalog import MerchantSpec, sync_config
+from daemon.db.markets import MerchantMarkets, sync_markets
 
 
-class FullConfig(Config, MarketsConfig, Protocol):
+class Merchant(MerchantSpec, MerchantMarkets, Protocol):
+    """A configured merchant: its sources, its markets and order rules."""
+
+
+class FullConfig(Protocol):
     """The configuration as the database keeps it (``settings.Settings`` fits)."""
+
+    @property
+    def merchants(self) -> Sequence[Merchant]: ...
 
 
 def sync_with_config(session: Session, settings: FullConfig, now: datetime) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from daemon.db.models import MarketRecord, Merchant, Source, Upload, UploadError
 from daemon.errors import NotFound, UserError
 from daemon.inventory.uploads import APPLIED, FINAL, UNFINISHED, UploadStatus
 
+SelectT = TypeVar("SelectT", bound=Select)  # any select: its columns pass through
 ErrorTuple = tuple[int | None, str | None, str | None, str | None, str]  # row, column, value, sku, message
 
 
@@ -136,7 +138,7 @@ def replace_errors(session: Session, upload_id: int, errors: Iterable[ErrorTuple
         for r, c, v, s, m in errors
     ]
     if batch:
-        session.execute(UploadError.__table__.insert(), batch)
+        session.execute(insert(UploadError), batch)
     return len(batch)
 
 
@@ -151,7 +153,8 @@ def lanes(session: Session, upload_ids: Iterable[int]) -> dict[int, tuple[str, i
     if not ids:
         return {}
     rows = session.execute(select(Upload.id, Upload.source_id, Upload.market_id).where(Upload.id.in_(ids)))
-    return {uid: (("m", m) if m is not None else ("s", s)) for uid, s, m in rows}
+    # One of the two is set (the uploads_one_owner constraint).
+    return {uid: ("m", m) if m is not None else ("s", int(s or 0)) for uid, s, m in rows}
 
 
 def unfinished(session: Session) -> list[Upload]:
@@ -204,7 +207,7 @@ def _history_row(upload: Upload, merchant: str, source: str | None, market: str 
     )
 
 
-def _owned(query):  # type: ignore[no-untyped-def]
+def _owned(query: SelectT) -> SelectT:
     """Join an upload to its source or market, and to the merchant of either."""
     return (query.select_from(Upload)
             .outerjoin(Source, Upload.source_id == Source.id)

@@ -140,10 +140,9 @@ def _read_xlsx(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source
     # Preamble rows are allowed in sheets too: the header is the first row
     # (among the first 200) that names a SKU column.
     probe = frame.head(200).rows()
-    for index, cells in enumerate(probe):
-        if heads.looks_like_header([c or "" for c in cells], options.columns)[0]:
-            break
-    else:
+    index = next((i for i, cells in enumerate(probe)
+                  if heads.looks_like_header([c or "" for c in cells], options.columns)[0]), None)
+    if index is None:
         if not probe:
             raise FeedError(f"sheet {sheet.name!r} is empty")
         raise FeedError(
@@ -180,9 +179,9 @@ def _used_rows(
     used = dict(heads.resolve(source.header, options.columns).items())
     names = table.columns
     # Put error cells back as their display text, only where they matter.
-    for (r, c), text in source.cell_errors.items():
+    for (r, c), shown in source.cell_errors.items():
         if c in used.values() and 0 <= r < table.height:
-            table[r, names[c]] = text
+            table[r, names[c]] = shown
     spare = source.spare
     # Most files need no trimming: a column that needs none passes through
     # as it is, where a trimmed copy would cost a new column.

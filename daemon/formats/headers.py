@@ -103,7 +103,9 @@ def resolve(header: Sequence[str], mapping: Mapping[str, str]) -> Columns:
                 f"no {role} column: headers found: {_show(header)}; "
                 f"accepted names: {', '.join(ALIASES[role])}"
             )
-    return Columns(found["sku"], found["quantity"], found["location"], found["as_of"])  # type: ignore[arg-type]
+    sku, quantity = found["sku"], found["quantity"]
+    assert sku is not None and quantity is not None  # checked just above
+    return Columns(sku, quantity, found["location"], found["as_of"])
 
 
 def _show(header: Sequence[str]) -> str:

@@ -46,7 +46,7 @@ def read_listings(path: Path) -> ListingFile:
     """
     raw = Path(path).read_bytes()
     head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"{") or head.startswith(b"["):
+    if head.startswith((b"{", b"[")):
         return _walmart_json(raw)
     probe = decoding.decode(raw[:8192]).data if raw else b""
     if normalise(_SHOPIFY_QUANTITY).encode() in re.sub(rb"[\W_]+", b"", probe.lower()):

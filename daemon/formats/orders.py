@@ -151,8 +151,9 @@ def read_orders(path: Path) -> ParsedOrders:
         values = {role: _cell(cells, i) for role, i in cols.items()}
         problems: list[RowError] = []
 
-        def bad(role: str, message: str, n: int = number, v: dict[str, str] = values) -> None:
-            problems.append(RowError(n, label[role], v[role], message))
+        def bad(role: str, message: str, n: int = number, v: dict[str, str] = values,
+                found: list[RowError] = problems) -> None:
+            found.append(RowError(n, label[role], v[role], message))
 
         if len(cells) > len(table.header) and any(c for c in cells[len(table.header):]):
             problems.append(RowError(number, None, table.delimiter.join(cells[len(table.header):]),

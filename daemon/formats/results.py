@@ -32,7 +32,8 @@ class ErrorLike(Protocol):
     @property
     def message(self) -> str: ...
 
-SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64, "outcome": pl.Utf8, "error": pl.Utf8}
+SCHEMA = pl.Schema({"row": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(), "outcome": pl.Utf8(),
+                    "error": pl.Utf8()})
 
 
 def result_name(spool_name: str) -> str:
@@ -95,9 +96,9 @@ def _in_row_order(head: pl.DataFrame, rows: pl.DataFrame | None, zeroed: list[pl
         # the rows are in order already. Sorting a million rows would cost
         # more than writing them, and its copy is the apply's memory peak.
         parts = [head, *zeroed, *([rows] if rows is not None else [])]
-        return pl.concat([part.cast(SCHEMA) for part in parts])  # type: ignore[arg-type]
+        return pl.concat([part.cast(SCHEMA) for part in parts])
     parts = [head, *([rows] if rows is not None else []), *zeroed, errors]
-    return (pl.concat([part.cast(SCHEMA) for part in parts])  # type: ignore[arg-type]
+    return (pl.concat([part.cast(SCHEMA) for part in parts])
             .sort("row", nulls_last=False, maintain_order=True))
 
 

@@ -16,10 +16,10 @@ import polars as pl
 
 from daemon.errors import FeedError
 
-OUTPUT_SCHEMA = {
-    "row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64, "location": pl.Utf8,
+OUTPUT_SCHEMA = pl.Schema({
+    "row": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(), "location": pl.Utf8(),
     "as_of": pl.Datetime("us", "UTC"),
-}
+})
 _SPREADSHEET_ERROR = r"^#(?:NAME\?|DIV/0!|VALUE!|REF!|N/A|NUM!|NULL!|GETTING_DATA|SPILL!|CALC!)$"
 _SCIENTIFIC = r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$"
 _THOUSANDS = r"^[+-]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+|(?:\u00a0\d{3})+|(?:\u202f\d{3})+)$"
@@ -85,11 +85,11 @@ def check(rows: pl.DataFrame, headers: dict[str, str | None], rules: Rules) -> C
     good = df.lazy().filter(~pl.col("_bad")).select(
         pl.col("row").cast(pl.Int64), pl.col("sku"), quantity.alias("quantity"),
         pl.col("location"), pl.col("_as_of").alias("as_of"),
-    ).cast(OUTPUT_SCHEMA).collect()  # type: ignore[arg-type]
+    ).cast(OUTPUT_SCHEMA).collect()
     return Checked(good, errors, warnings, total)
 
 
-def _with(df: pl.DataFrame, *columns: pl.Expr) -> pl.DataFrame:
+def _with(df: pl.DataFrame, *columns: pl.Expr | pl.Series) -> pl.DataFrame:
     """``df.with_columns``, through the lazy engine.
 
     The eager DataFrame methods (with_columns, select, filter by expression)

@@ -113,7 +113,7 @@ def _pick(names: list[str], sheet: str | int | None) -> str:
 
 _SHEET_TAG = re.compile(rb"<(?:\w+:)?sheet\b[^>]*?\br:id=\"([^\"]+)\"")
 _REL_TAG = re.compile(rb"<(?:\w+:)?Relationship\b[^>]*>")
-_ROW = re.compile(rb"<(?:\w+:)?row\b([^>]*?)(?<!/)>(.*?)</(?:\w+:)?row>", re.S)
+_ROW = re.compile(rb"<(?:\w+:)?row\b([^>]*?)(?<!/)>(.*?)</(?:\w+:)?row>", re.DOTALL)
 _ROW_NUMBER = re.compile(rb"\br=\"(\d+)\"")
 _HAS_VALUE = re.compile(rb"<(?:\w+:)?(?:v|is)\b")
 
@@ -130,8 +130,9 @@ def _first_row(archive: zipfile.ZipFile, index: int) -> int:
         rels = archive.read("xl/_rels/workbook.xml.rels")
         target = None
         for tag in _REL_TAG.findall(rels):
-            if f'Id="{ids[index].decode()}"'.encode() in tag:
-                target = re.search(rb'Target="([^"]+)"', tag).group(1).decode()  # type: ignore[union-attr]
+            named = re.search(rb'Target="([^"]+)"', tag)
+            if f'Id="{ids[index].decode()}"'.encode() in tag and named is not None:
+                target = named.group(1).decode()
         if target is None:
             return 1
         path = target.lstrip("/") if target.startswith("/") else f"xl/{target}"

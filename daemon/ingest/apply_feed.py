@@ -38,8 +38,9 @@ ResultFrames: TypeAlias = "tuple[ParsedFeed, list[tuple[SourceInfo, FeedPlan]]]"
 
 def parse_options(info: SourceInfo, ingest: IngestSettings) -> ParseOptions:
     feed = info.settings.feed
+    columns: dict[str, str] = dict(feed.columns.items())
     return ParseOptions(
-        columns=dict(feed.columns), sheet=feed.sheet,
+        columns=columns, sheet=feed.sheet,
         negative="allow" if feed.mode == "adjust" else feed.negative,
         max_quantity=feed.max_quantity, duplicates=feed.duplicates,
         timezone=info.merchant.timezone, max_uncompressed_bytes=ingest.max_uncompressed_bytes,
@@ -129,7 +130,7 @@ class FeedApplier:
                 later = _orders_after(session, target.id, rows, as_of) if policy.mode == "set" else None
                 plans.append((target, plan_feed(
                     rows, current, catalog, policy, default_as_of=as_of, approved=approved,
-                    quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns)),
+                    quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns.items())),
                     orders_after=later, invalid=invalid,
                     # Two locations mapped to one source: neither covers it.
                     covers=covers_source(policy, rows, invalid) and targets.count(target.id) == 1)))
@@ -213,8 +214,8 @@ def _split_by_location(frame: pl.DataFrame, info: SourceInfo, book: SourceBook,
         target = siblings.get(str(loc))
         if target is None:
             errors += [(r["row"], "location", r["location"], r["sku"],
-                        f"unknown location: no source named {r['location']!r} for merchant "
-                        f"{info.merchant.name!r}") for r in rows.iter_rows(named=True)]
+                        (f"unknown location: no source named {r['location']!r} for merchant "
+                        f"{info.merchant.name!r}")) for r in rows.iter_rows(named=True)]
             continue
         groups.append((target, rows.drop("_loc")))
     return groups, errors

@@ -37,7 +37,10 @@ class Arrival:
     @property
     def lane(self) -> tuple[str, int]:
         """Files of one lane are processed one at a time, in receive order."""
-        return ("m", self.market_id) if self.market_id is not None else ("s", self.source_id)  # type: ignore[return-value]
+        if self.market_id is not None:
+            return ("m", self.market_id)
+        assert self.source_id is not None  # one of the two (__post_init__)
+        return ("s", self.source_id)
 
 
 class Deliver(Protocol):

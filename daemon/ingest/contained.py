@@ -24,7 +24,7 @@ import time
 import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import polars as pl
 
@@ -32,7 +32,6 @@ from daemon.errors import FeedError
 from daemon.formats.feeds import ParsedFeed, ParseOptions, RowError
 from daemon.formats.listings import ListingFile
 from daemon.formats.orders import ParsedCancellations, ParsedOrders
-
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
@@ -132,7 +131,7 @@ def _inject(fault: str | None, memory_bytes: int) -> None:
     elif fault == "abort":
         os.abort()
     elif fault == "memory":
-        _hog = bytearray(memory_bytes * 2)  # noqa: F841
+        _hog = bytearray(memory_bytes * 2)
 
 
 class _Worker:
@@ -356,7 +355,7 @@ class ParserPool:
         for worker in workers:
             worker.stop()
 
-    def __enter__(self) -> ParserPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

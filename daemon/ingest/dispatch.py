@@ -24,7 +24,7 @@ _STOP = object()  # tells a worker thread to end
 class Dispatcher:
     name = "ingest-workers"
 
-    def __init__(self, handle: Callable[[int], None], workers: int = 4,
+    def __init__(self, handle: Callable[[int], object], workers: int = 4,
                  retry_delays: tuple[float, ...] = (1, 5, 30, 120, 300)) -> None:
         self._handle = handle
         self._workers = workers

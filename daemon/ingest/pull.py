@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import pulled
 from daemon.db.pulled import Identity
 from daemon.ingest.arrival import Arrival, Deliver
+from daemon.ingest.names import is_marker, is_temporary
+from daemon.ingest.sources import SourceInfo
+from daemon.settings import PullSettings
 from daemon.transports import TransportError
 from daemon.transports.sftp import HostKeyRejected, SftpEndpoint, open_sftp
-from daemon.ingest.sources import SourceInfo
-from daemon.ingest.names import is_marker, is_temporary
-from daemon.settings import PullSettings
 
 log = structlog.get_logger(__name__)
 

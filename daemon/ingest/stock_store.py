@@ -130,7 +130,7 @@ def after_write(current: pl.DataFrame, written: pl.DataFrame, full_feed_as_of: d
     fresh read returns it.
     """
     changed = written.select("sku", pl.col("after").alias("quantity"), "as_of", "product_id")
-    changed = changed.cast(dict(current.schema))
+    changed = changed.cast(current.schema)
     if current.height:
         kept = current.join(changed.select("product_id"), on="product_id", how="anti")
         changed = pl.concat([kept, changed])

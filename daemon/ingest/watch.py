@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ingest.arrival import Arrival
@@ -70,7 +71,7 @@ class FolderWatcher:
         self._candidates: dict[tuple[int, Path], _Candidate] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer: Observer | PollingObserver | None = None  # type: ignore[valid-type]
+        self._observer: BaseObserver | None = None
 
     # -- service ---------------------------------------------------------
 

@@ -12,7 +12,8 @@ Decision order (documented in ``restock_decision``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -135,7 +136,7 @@ def apply_cancellation(
     decision: RestockDecision,
     levels: Mapping[str, StockLevel | None],
     *,
-    cancelled: Set[LineKey],
+    cancelled: AbstractSet[LineKey],
     markets: Sequence[str],
     now: datetime,
     actor: str,

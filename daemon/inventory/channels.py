@@ -7,14 +7,15 @@ the same number, and the result is never more than what the sources hold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 
 def _whole(name: str, value: object) -> int:
     # bool is an int subclass; True as a buffer is a config mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {value!r}")  # noqa: TRY004 - a bad rule value, as the range checks below
     return value
 
 
@@ -55,7 +56,7 @@ class Market:
     rules: ChannelRules = ChannelRules()
 
 
-def available_sum(available_by_source: Mapping[str, int], sources: Set[str] | None) -> int:
+def available_sum(available_by_source: Mapping[str, int], sources: AbstractSet[str] | None) -> int:
     """Units available over ``sources`` (None = all); negatives count as 0.
 
     A negative level (a source that oversold, or a feed that says -3) must not
@@ -81,7 +82,7 @@ def apply_rules(total: int, rules: ChannelRules) -> int:
 
 def market_quantity(
     available_by_source: Mapping[str, int],
-    sources: Set[str] | None,
+    sources: AbstractSet[str] | None,
     rules: ChannelRules,
 ) -> int:
     """What one market is sent for one SKU. Never more than the sources hold."""

@@ -20,13 +20,13 @@ import polars as pl
 
 from daemon.inventory.stock import MAX_QUANTITY
 
-ROWS_SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "quantity": pl.Int64,
-               "as_of": pl.Datetime("us", "UTC")}
-CURRENT_SCHEMA = {"sku": pl.Utf8, "quantity": pl.Int64, "as_of": pl.Datetime("us", "UTC")}
-WRITES_SCHEMA = {"sku": pl.Utf8, "row": pl.Int64, "before": pl.Int64, "after": pl.Int64,
-                 "as_of": pl.Datetime("us", "UTC"), "changed": pl.Boolean, "zeroed": pl.Boolean}
-PROBLEMS_SCHEMA = {"row": pl.Int64, "sku": pl.Utf8, "column": pl.Utf8, "value": pl.Utf8,
-                   "message": pl.Utf8}
+ROWS_SCHEMA = pl.Schema({"row": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(),
+                         "as_of": pl.Datetime("us", "UTC")})
+CURRENT_SCHEMA = pl.Schema({"sku": pl.Utf8(), "quantity": pl.Int64(), "as_of": pl.Datetime("us", "UTC")})
+WRITES_SCHEMA = pl.Schema({"sku": pl.Utf8(), "row": pl.Int64(), "before": pl.Int64(), "after": pl.Int64(),
+                           "as_of": pl.Datetime("us", "UTC"), "changed": pl.Boolean(), "zeroed": pl.Boolean()})
+PROBLEMS_SCHEMA = pl.Schema({"row": pl.Int64(), "sku": pl.Utf8(), "column": pl.Utf8(), "value": pl.Utf8(),
+                             "message": pl.Utf8()})
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _problems(frame: pl.DataFrame, column: str, value: pl.Expr, message: pl.Expr
     return frame.select(
         pl.col("row"), pl.col("sku"), pl.lit(column).alias("column"),
         value.cast(pl.Utf8).alias("value"), msg.alias("message"),
-    ).cast(PROBLEMS_SCHEMA)  # type: ignore[arg-type]
+    ).cast(PROBLEMS_SCHEMA)
 
 
 def plan_feed(
@@ -110,9 +110,9 @@ def plan_feed(
         # Rows with their own times, or a partial feed: the source's time
         # would claim an as-of for SKUs this feed does not state.
         raise ValueError("covers=True needs a full set-mode feed whose rows carry no as-of and are all valid")
-    rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)  # type: ignore[arg-type]
+    rows = rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA)
     rows = rows.with_columns(pl.col("as_of").fill_null(pl.lit(default_as_of).dt.cast_time_unit("us")))
-    current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)  # type: ignore[arg-type]
+    current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)
     problems: list[pl.DataFrame] = []
 
     if policy.unknown_sku == "reject_row":
@@ -199,8 +199,8 @@ def plan_feed(
     if not covers:
         moves = moves | (pl.col("as_of") > pl.col("stored_as_of"))
     writes = (
-        pl.concat([fed, zero_writes.cast(fed.schema)])  # type: ignore[arg-type]
-        .filter(moves).drop("stored_as_of").cast(WRITES_SCHEMA)  # type: ignore[arg-type]
+        pl.concat([fed, zero_writes.cast(fed.schema)])
+        .filter(moves).drop("stored_as_of").cast(WRITES_SCHEMA)
     )
     problem_frame = (pl.concat(problems) if problems else pl.DataFrame(schema=PROBLEMS_SCHEMA))
     n_changed = int(fed.get_column("changed").sum())
@@ -266,7 +266,7 @@ def _positions(skus: pl.Series, stored: pl.Series) -> pl.Series | None:
     return at
 
 
-ORDERS_SCHEMA = {"sku": pl.Utf8, "ordered_at": pl.Datetime("us", "UTC"), "units": pl.Int64}
+ORDERS_SCHEMA = pl.Schema({"sku": pl.Utf8(), "ordered_at": pl.Datetime("us", "UTC"), "units": pl.Int64()})
 
 
 def _subtract_later_orders(fresh: pl.DataFrame, orders: pl.DataFrame | None) -> pl.DataFrame:
@@ -275,7 +275,7 @@ def _subtract_later_orders(fresh: pl.DataFrame, orders: pl.DataFrame | None) -> 
     as-of time. The quantity stops at 0 (the rest was oversold)."""
     if orders is None or orders.height == 0:
         return fresh.with_columns(pl.lit(0, pl.Int64).alias("recounted"))
-    orders = orders.select(list(ORDERS_SCHEMA)).cast(ORDERS_SCHEMA)  # type: ignore[arg-type]
+    orders = orders.select(list(ORDERS_SCHEMA)).cast(ORDERS_SCHEMA)
     later = (
         fresh.select("row", "sku", "as_of").join(orders, on="sku", how="inner")
         .filter(pl.col("ordered_at") > pl.col("as_of"))

@@ -6,7 +6,8 @@ identified by (market, order id, line id) and a line already seen is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -79,7 +80,7 @@ def apply_order_line(
     *,
     priority: Sequence[str],
     split: bool,
-    seen: Set[LineKey],
+    seen: AbstractSet[LineKey],
     markets: Sequence[str],
     now: datetime,
     actor: str,

@@ -31,8 +31,8 @@ from types import FrameType
 from typing import Protocol
 
 from daemon import exitcodes
-from daemon.runtime import sdnotify
 from daemon.logs import get_logger
+from daemon.runtime import sdnotify
 
 RET_OK = exitcodes.OK
 RET_CONFIG = exitcodes.CONFIG

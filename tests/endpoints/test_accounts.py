@@ -6,14 +6,9 @@ import bcrypt
 import paramiko
 import pytest
 
-from daemon.auth import accounts as acc
-from daemon.auth.accounts import (
-    Account,
-    Authenticator,
-    MemoryAuthenticator,
-    hash_password,
-    verify_password,
-)
+from daemon.auth import passwords
+from daemon.auth.accounts import Account, Authenticator, MemoryAuthenticator
+from daemon.auth.passwords import hash_password, verify_password
 
 
 def test_a_hashed_password_verifies_and_a_wrong_one_does_not() -> None:
@@ -51,7 +46,7 @@ def test_an_unknown_user_still_spends_a_bcrypt_check(monkeypatch: pytest.MonkeyP
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(acc.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", counting)
     assert auth.check_password("nobody", "pw") is None
     assert auth.check_password("known", "wrong") is None
     assert len(calls) == 2

@@ -1,4 +1,4 @@
-"""New products, their stock and their ledger, as a first load writes them (``bulk._create_sqlite``).
+"""New products, their stock and their ledger, as a first load writes them (``bulk_sqlite.create_unstaged``).
 
 Each test states what must be stored, row by row, so it holds for both
 ways a plan is written: unstaged through JSON arrays (SQLite, new products
@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon.db import bulk
+from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db.models import LedgerEntry, Product, Stock
 from tests.ingest.conftest import IngestEnv
 
@@ -52,13 +53,13 @@ def stored(env: IngestEnv) -> tuple[dict[str, tuple[int, datetime | None, dateti
 def unstaged(monkeypatch):  # type: ignore[no-untyped-def]
     """Counts the plans written unstaged."""
     calls: list[bool] = []
-    real = bulk._create_sqlite
+    real = bulk_sqlite.create_unstaged
 
     def spy(*args, **kw):  # type: ignore[no-untyped-def]
         calls.append(real(*args, **kw))
         return calls[-1]
 
-    monkeypatch.setattr(bulk, "_create_sqlite", spy)
+    monkeypatch.setattr(bulk_sqlite, "create_unstaged", spy)
     return calls
 
 
@@ -66,7 +67,7 @@ def unstaged(monkeypatch):  # type: ignore[no-untyped-def]
 def test_a_first_load_stores_every_sku_and_a_ledger_entry_for_each_nonzero(make_env, database, unstaged,
                                                                           monkeypatch, json_ok) -> None:  # type: ignore[no-untyped-def]
     if not json_ok:  # a build of SQLite without json_each: the stage writes the same rows
-        monkeypatch.setattr(bulk, "_has_json", lambda session: False)
+        monkeypatch.setattr(bulk_sqlite, "has_json", lambda session: False)
     env = make_env()
     rows = [(sku, 0 if sku == "zero" else i + 1) for i, sku in enumerate(SKUS)]
     out = env.upload("first.csv", feed(rows), received_at=T1)
@@ -121,7 +122,7 @@ def test_the_json_array_of_skus_reads_back_exactly(values) -> None:  # type: ign
 
     import polars as pl
 
-    assert json.loads(bulk._json_text_array(pl.Series(values, dtype=pl.Utf8))) == values
+    assert json.loads(bulk_sqlite.json_text_array(pl.Series(values, dtype=pl.Utf8))) == values
 
 
 @pytest.mark.parametrize("values", [[0, 5, -3, 2**40], [], [7]])
@@ -130,5 +131,5 @@ def test_the_json_array_of_quantities_reads_back_exactly(values) -> None:  # typ
 
     import polars as pl
 
-    assert json.loads(bulk._json_int_array(pl.Series(values, dtype=pl.Int64))) == values
+    assert json.loads(bulk_sqlite.json_int_array(pl.Series(values, dtype=pl.Int64))) == values
 

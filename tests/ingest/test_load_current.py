@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from daemon.db import bulk
+from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db import stock as store
 from daemon.db.catalog import get_source
 from tests.ingest.conftest import IngestEnv
@@ -54,10 +55,10 @@ def test_the_aggregated_read_equals_the_row_by_row_read(make_env, database) -> N
         source_id = env.source().id
         joins = "JOIN products p ON p.id = s.product_id JOIN sources src ON src.id = s.source_id"
         as_of = "CASE WHEN s.as_of > src.full_feed_as_of THEN s.as_of END"
-        rows = bulk._load_rows(s, source_id, as_of, joins)
+        rows = bulk.load_rows(s, source_id, as_of, joins)
         if database.engine.dialect.name != "sqlite":
             return  # the aggregate is SQLite's; PostgreSQL reads rows (checked above)
-        aggregated = bulk._load_aggregated(s, source_id, as_of, joins)
+        aggregated = bulk_sqlite.load_aggregated(s, source_id, as_of, joins)
     assert aggregated is not None  # these SKUs need no fallback
     assert aggregated.sort("product_id").equals(rows.sort("product_id"))
     assert aggregated.get_column("as_of").null_count() == len(ODD)  # covered by the source's time
@@ -71,7 +72,7 @@ def test_a_sku_holding_the_separator_falls_back_to_the_row_read(make_env, databa
         store.set_one(s, get_source(s, "acme", "wh1"), odd, 5, actor="test", now=datetime.now(UTC))
     with env.sessions() as s:
         if database.engine.dialect.name == "sqlite":
-            assert bulk._load_aggregated(s, env.source().id, "s.as_of",
+            assert bulk_sqlite.load_aggregated(s, env.source().id, "s.as_of",
                                          "JOIN products p ON p.id = s.product_id") is None
     frame = loaded(env)
     assert dict(zip(frame.get_column("sku"), frame.get_column("quantity"))) == {"A": 1, odd: 5}
@@ -96,7 +97,7 @@ def test_a_source_too_big_for_one_aggregate_string_is_read_row_by_row(make_env, 
         # The SKUs joined are 40 x 9 bytes: over this limit, as a huge source is over the default.
         before = dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)
         try:
-            assert bulk._load_aggregated(s, env.source().id, "s.as_of",
+            assert bulk_sqlite.load_aggregated(s, env.source().id, "s.as_of",
                                          "JOIN products p ON p.id = s.product_id") is None
             frame = bulk.load_current(s, env.source().id)
         finally:

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.auth.accounts import DbAuthenticator
-from daemon.ingest.pipeline import Pipeline
 from daemon.auth.bans import BanList
+from daemon.ingest.pipeline import Pipeline
 from daemon.settings import Settings
 
 

@@ -21,9 +21,9 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from daemon.ingest.arrival import Arrival
 from daemon.auth.accounts import Authenticator
 from daemon.auth.bans import BanList
+from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_data import DtpMixin, RecvMixin
 from daemon.ingest.endpoints.ftp_fs import JailedFS
 from daemon.ingest.endpoints.ftp_handler import Authorizer, Context, HandlerMixin, commands
@@ -31,7 +31,7 @@ from daemon.ingest.endpoints.ftp_handler import Authorizer, Context, HandlerMixi
 try:  # FTPS needs pyOpenSSL; plain FTP works without it
     from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 except ImportError:  # pragma: no cover
-    TLS_DTPHandler = TLS_FTPHandler = None  # type: ignore[assignment,misc]
+    TLS_DTPHandler = TLS_FTPHandler = None
 
 log = structlog.get_logger(__name__)
 # pyftpdlib sets up its own stderr logging when nothing is configured; the

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.ingest.arrival import Arrival
 from daemon.auth.accounts import Authenticator
 from daemon.auth.bans import BanList
+from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_fs import StagingWriter
 from daemon.ingest.endpoints.jail import (
     Area,
@@ -39,7 +39,13 @@ from daemon.ingest.endpoints.jail import (
 )
 
 if TYPE_CHECKING:
+    # pyftpdlib ships no types, so to mypy the handler is Any and the mixin
+    # may use pyftpdlib's attributes; at run time it is a plain mixin.
+    from pyftpdlib.handlers import FTPHandler as _ControlBase
+
     from daemon.ingest.endpoints.ftp import FtpConfig
+else:
+    _ControlBase = object
 
 log = structlog.get_logger(__name__)
 
@@ -102,10 +108,14 @@ class Authorizer:
         pass
 
 
-class HandlerMixin:
+class HandlerMixin(_ControlBase):
     """Stockdrop's rules on top of pyftpdlib's FTPHandler / TLS_FTPHandler."""
 
     ctx: Context  # set on the class built per server start
+    # pyftpdlib's own state, which these rules read and reset
+    _restart_position: int
+    _rnfr: str | None
+    _in_dtp_queue: tuple[StagingWriter, str] | None
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         # set before the base __init__, which may call close() on a bad socket
@@ -114,7 +124,7 @@ class HandlerMixin:
         self._upload: _Upload | None = None
         self._pending: _Upload | None = None
         self._pending_call: Any = None
-        super().__init__(conn, server, ioloop)  # type: ignore[call-arg]
+        super().__init__(conn, server, ioloop)
 
     # --- connect and login
 
@@ -123,7 +133,7 @@ class HandlerMixin:
             self.respond("421 Too many failed logins from your address; try again later.")
             self.close_when_done()
             return
-        super().handle()  # type: ignore[misc]
+        super().handle()
 
     def ftp_PASS(self, line: str) -> None:
         if self.authenticated:
@@ -245,7 +255,7 @@ class HandlerMixin:
             # say where uploads go rather than pyftpdlib's generic "outside root"
             self.respond("550 Uploads go to /inbox.")
             return
-        super().pre_process_command(line, cmd, arg)  # type: ignore[misc]
+        super().pre_process_command(line, cmd, arg)
 
     def _stor_allowed(self, arg: str) -> bool:
         try:
@@ -291,7 +301,7 @@ class HandlerMixin:
         if not self.jail.is_regular_file(t):
             self.respond("550 No such file in /results.")
             return None
-        return super().ftp_RETR(file)  # type: ignore[misc]
+        return super().ftp_RETR(file)
 
     def _inbox_file(self, path: str, what: str) -> Target | None:
         t = self._target(path)
@@ -306,7 +316,7 @@ class HandlerMixin:
     def ftp_DELE(self, path: str) -> str | None:
         if self._inbox_file(path, "deleted") is None:
             return None
-        return super().ftp_DELE(path)  # type: ignore[misc]
+        return super().ftp_DELE(path)
 
     def ftp_RNFR(self, path: str) -> None:
         if self._inbox_file(path, "renamed") is not None:
@@ -345,7 +355,7 @@ class HandlerMixin:
 
     def _on_dtp_close(self) -> None:
         queued = getattr(self, "_in_dtp_queue", None)
-        super()._on_dtp_close()  # type: ignore[misc]
+        super()._on_dtp_close()
         up = self._upload
         if self._closed or up is None:
             return
@@ -360,7 +370,7 @@ class HandlerMixin:
     # --- teardown
 
     def close(self) -> None:
-        super().close()  # type: ignore[misc]
+        super().close()
         # whatever was not settled is incomplete (and possibly a stray queued STOR)
         self._drop_upload()
 
@@ -369,7 +379,7 @@ class HandlerMixin:
 _REMOVED_CMDS = ("SITE", "SITE CHMOD", "SITE HELP", "MFMT")
 
 
-def commands(base: type) -> dict[str, Any]:
+def commands(base: Any) -> dict[str, Any]:
     return {k: v for k, v in base.proto_cmds.items() if k not in _REMOVED_CMDS}
 
 

@@ -19,10 +19,10 @@ import paramiko
 import structlog
 from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 
-from daemon.ingest.arrival import Arrival
 from daemon.auth.accounts import Account, Authenticator
 from daemon.auth.bans import BanList
 from daemon.auth.hostkey import fingerprint, load_or_create_host_key
+from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.jail import Jail
 from daemon.ingest.endpoints.sftp_fs import SftpServer
 

@@ -12,13 +12,13 @@ import os
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import paramiko
 import structlog
 from paramiko.message import Message
-from paramiko.sftp import CMD_CLOSE, CMD_INIT, CMD_VERSION, SFTPError
 from paramiko.sftp import _VERSION as SFTP_VERSION
+from paramiko.sftp import CMD_CLOSE, CMD_INIT, CMD_VERSION, SFTPError
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.sftp_handle import SFTPHandle
 from paramiko.sftp_server import SFTPServer
@@ -51,7 +51,7 @@ class _Refusal(int):
 
     text: str
 
-    def __new__(cls, code: int, text: str) -> _Refusal:
+    def __new__(cls, code: int, text: str) -> Self:
         obj = super().__new__(cls, code)
         obj.text = text
         return obj
