@@ -1,13 +1,13 @@
 # Two commands from a fresh clone:
 #   make run    set up a virtualenv, write a demo into ./demo, run the daemon
-#   make test   set up a virtualenv and run the whole test suite
+#   make test   set up a virtualenv, lint and type-check, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 DEMO ?= demo
 PYTEST_ARGS ?=
 BIN = $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run lint test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Stockdrop needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -23,8 +23,12 @@ run: setup
 	$(BIN)/stockdrop -c $(DEMO)/stockdrop.toml db upgrade
 	$(BIN)/stockdrop -c $(DEMO)/stockdrop.toml run
 
+lint: setup
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
-test: setup
+test: setup lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc

@@ -133,14 +133,14 @@ def ceiling_same_tables(csv_path: Path, db: Path) -> float:
     skus, quantities = frame.get_column("sku").to_list(), frame.get_column("quantity").to_list()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO products (id, merchant_id, sku, created_at) VALUES (?, 1, ?, ?)",
-                     zip(ids, skus, [now] * frame.height))
+                     zip(ids, skus, [now] * frame.height, strict=True))
     conn.executemany("INSERT INTO stock (source_id, product_id, quantity, as_of, updated_at) "
                      "VALUES (1, ?, ?, ?, ?) ON CONFLICT (source_id, product_id) DO UPDATE "
                      "SET quantity = excluded.quantity", zip(ids, quantities, [now] * frame.height,
-                                                             [now] * frame.height))
+                                                             [now] * frame.height, strict=True))
     conn.executemany("INSERT INTO ledger (source_id, product_id, before, after, reason, reference, actor, at) "
                      "VALUES (1, ?, 0, ?, 'feed', 'upload:1', 'upload:cli', ?)",
-                     zip(ids, quantities, [now] * frame.height))
+                     zip(ids, quantities, [now] * frame.height, strict=True))
     conn.execute("COMMIT")
     conn.close()
     return time.perf_counter() - t0
@@ -325,7 +325,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
     n = args.repeat
     print(f"# best of {n} runs each (SQLite); PostgreSQL once")
 
-    read_csv = lambda: pl.read_csv(feed, schema={"sku": pl.Utf8, "quantity": pl.Int64})  # noqa: E731
+    read_csv = lambda: pl.read_csv(feed, schema={"sku": pl.Utf8, "quantity": pl.Int64})
     bases, runs = [], []
     for i in range(n):  # interleaved, so a slow spell of the machine hits both sides alike
         bases.append(ceiling_sqlite(read_csv, tmp / f"ceiling-{i}.db"))
@@ -352,7 +352,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> int:
 
     xlsx = tmp / "stock.xlsx"
     make_xlsx(xlsx, args.xlsx_rows)
-    read_xlsx = lambda: pl.read_excel(xlsx, engine="calamine").cast({"sku": pl.Utf8})  # noqa: E731
+    read_xlsx = lambda: pl.read_excel(xlsx, engine="calamine").cast({"sku": pl.Utf8})
     xbases, xls = [], []
     for i in range(n):
         xbases.append(ceiling_sqlite(read_xlsx, tmp / f"ceiling-x-{i}.db"))

@@ -46,11 +46,11 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from daemon.ingest.arrival import Arrival
 from daemon.auth.accounts import MemoryAuthenticator
 from daemon.auth.bans import BanList
-from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
 from daemon.auth.hostkey import load_or_create_host_key
+from daemon.ingest.arrival import Arrival
+from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
 from daemon.ingest.endpoints.sftp import SftpConfig, SftpService
 
 USER, PASSWORD = "bench", "bench-pass"
@@ -66,8 +66,7 @@ WINDOW, PACKET = DEFAULT_WINDOW_SIZE, DEFAULT_MAX_PACKET_SIZE
 
 def make_payload(path: Path, mb: int) -> None:
     with open(path, "wb") as f:  # random: nothing on the way can compress it
-        for _ in range(mb):
-            f.write(os.urandom(MB))
+        f.writelines(os.urandom(MB) for _ in range(mb))
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -274,7 +273,7 @@ def throughput(kind: str, tmp: Path, payload: Path, mb: int, repeats: int) -> No
     put = ftp_put if kind == "ftp" else sftp_put
     with bare_cm as bare_addr:
         for i in range(repeats):  # alternate so drift (page cache, writeback) hits all alike
-            for who in secs:
+            for who, times in secs.items():
                 name = f"{kind}-{i}-{len(who)}.bin"
                 svc = None if who == "bare" else services[who]()
                 if svc is not None:
@@ -287,7 +286,7 @@ def throughput(kind: str, tmp: Path, payload: Path, mb: int, repeats: int) -> No
                         svc.stop()
                 got = _take(bare_home / "inbox" / name) if svc is None else deliver.take(name)
                 assert got == size, f"{kind} {who}: {got} of {size} bytes arrived"
-                secs[who].append(t)
+                times.append(t)
                 tails[who].append(tail)
     rate = {who: mb / statistics.median(ts) for who, ts in secs.items()}
     label = "FTP " if kind == "ftp" else "SFTP"

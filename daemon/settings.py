@@ -409,37 +409,47 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
                         fix(source["pull"], ("password_file", "key_file", "known_hosts"))
 
 
-def _file_checks(settings: Settings) -> list[tuple[str, str]]:
-    """Checks that need the filesystem: they run after the shape is valid."""
+def _file_checks(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Checks that need the filesystem, on the raw mapping (paths already absolute).
+
+    They read the raw values rather than the validated settings, so a config
+    with type errors still hears about a missing folder in the same pass.
+    A value of the wrong type is left to the validation's own message.
+    """
     problems: list[tuple[str, str]] = []
-    for i, merchant in enumerate(settings.merchants):
-        for j, source in enumerate(merchant.sources):
-            if source.drop_folder is not None and not source.drop_folder.is_dir():
-                problems.append(
-                    (f"merchants[{i}].sources[{j}].drop_folder", f"folder does not exist: {source.drop_folder}")
-                )
-    ftp = settings.listeners.ftp
-    for key in ("tls_cert", "tls_key"):
-        path = getattr(ftp, key)
-        if ftp.enabled and path is not None and not path.is_file():
-            problems.append((f"listeners.ftp.{key}", f"file does not exist: {path}"))
-    if settings.data_dir.exists() and not settings.data_dir.is_dir():
-        problems.append(("data_dir", f"not a folder: {settings.data_dir}"))
+    merchants = raw.get("merchants")
+    for i, merchant in enumerate(merchants if isinstance(merchants, list) else []):
+        sources = merchant.get("sources") if isinstance(merchant, dict) else None
+        for j, source in enumerate(sources if isinstance(sources, list) else []):
+            folder = source.get("drop_folder") if isinstance(source, dict) else None
+            if isinstance(folder, str) and folder and not Path(folder).is_dir():
+                problems.append((f"merchants[{i}].sources[{j}].drop_folder", f"folder does not exist: {folder}"))
+    listeners = raw.get("listeners")
+    ftp = listeners.get("ftp") if isinstance(listeners, dict) else None
+    if isinstance(ftp, dict) and ftp.get("enabled") is True:
+        for key in ("tls_cert", "tls_key"):
+            path = ftp.get(key)
+            if isinstance(path, str) and path and not Path(path).is_file():
+                problems.append((f"listeners.ftp.{key}", f"file does not exist: {path}"))
+    data_dir = raw.get("data_dir")
+    if isinstance(data_dir, str) and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        problems.append(("data_dir", f"not a folder: {data_dir}"))
     return problems
 
 
 def parse_settings(raw: dict[str, Any], *, base: Path, config_path: Path | None = None) -> Settings:
-    """Validate an already-read TOML mapping. Raises ConfigError with every problem."""
+    """Validate an already-read TOML mapping. Raises ConfigError with every problem, in one pass."""
     raw = dict(raw)
     _absolutise(raw, base)
     if config_path is not None:
         raw["config_path"] = str(config_path)
+    problems = _file_checks(raw)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = [(_key_path(tuple(e["loc"])), _message(e)) for e in exc.errors()]
-        raise ConfigError(problems) from None
-    problems = _file_checks(settings)
+        shape = [(_key_path(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        said = {key for key, _ in shape}
+        raise ConfigError(shape + [p for p in problems if p[0] not in said]) from None
     if problems:
         raise ConfigError(problems)
     return settings

@@ -33,7 +33,7 @@ def _pg_problem() -> str | None:
                 conn.execute(text("SELECT 1"))
             engine.dispose()
             _pg_state["problem"] = None
-        except Exception as exc:  # any failure means "not here"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not here"
             _pg_state["problem"] = f"PostgreSQL at {PG_URL} is not reachable: {exc}"
     return _pg_state["problem"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
 from daemon import exitcodes
@@ -88,3 +89,51 @@ def test_a_missing_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFi
     result = run_cli(capsys, "-c", tmp_path / "nope.toml", "inventory")
     assert result.code == exitcodes.CONFIG
     assert "config file not found" in result.err
+
+
+HEAVY = ("sqlalchemy", "alembic", "pydantic", "polars", "paramiko", "pyftpdlib", "openpyxl", "watchdog", "fastexcel")
+_LOADED = """
+import sys
+from daemon.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("loaded:" + ",".join(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+
+
+def _loaded(*args: str | Path) -> set[str]:
+    """The heavy libraries a command imports, run in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LOADED.format(heavy=HEAVY), *map(str, args)],
+                          check=True, capture_output=True, text=True, timeout=120)
+    line = done.stdout.splitlines()[-1]
+    assert line.startswith("loaded:"), done.stdout
+    return set(filter(None, line.removeprefix("loaded:").split(",")))
+
+
+def test_version_and_help_load_no_heavy_library() -> None:
+    assert _loaded("--version") == set()
+    assert _loaded("--help") == set()
+
+
+def test_read_only_commands_load_the_database_layer_but_not_polars_alembic_or_the_endpoints(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "init", tmp_path / "demo").code == 0
+    config = tmp_path / "demo" / "stockdrop.toml"
+    for args in (("inventory", "--sku", "0001234", "--json"), ("history",), ("ledger", "--json")):
+        assert _loaded("-c", config, *args) <= {"sqlalchemy", "pydantic"}, args
+
+
+def test_the_command_table_says_what_each_command_says_of_itself() -> None:
+    from daemon.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, (_, _, short) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        own = (command.help or "").split("\n\n")[0].replace("\n", " ").strip()
+        assert own == short, name

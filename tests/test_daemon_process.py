@@ -51,7 +51,7 @@ def test_the_daemon_starts_notifies_ready_and_stops_cleanly_on_sigterm(tmp_path:
 def test_the_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, '[[merchants]]\nname = "m"\ncolour = "blue"\n')
     proc = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "run"],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == exitcodes.CONFIG
     assert "merchants[0].colour" in proc.stdout + proc.stderr
 
@@ -59,6 +59,6 @@ def test_the_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
 def test_the_daemon_refuses_to_start_while_a_migration_is_pending(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, ONE_WAREHOUSE)
     proc = subprocess.run([sys.executable, "-m", "daemon", "-c", str(cfg), "run"],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == exitcodes.DB_NOT_READY
     assert "stockdrop db upgrade" in proc.stdout + proc.stderr

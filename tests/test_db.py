@@ -12,8 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from daemon.db import migrate
-from daemon.db.engine import make_engine
-from daemon.db.engine import session_factory
+from daemon.db.engine import make_engine, session_factory
 from daemon.db.models import Base, LedgerEntry, Merchant, Product, Source, Stock, Upload, UploadError
 from tests.conftest import Database
 
@@ -22,6 +21,8 @@ NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
 def test_migrations_reach_head_and_match_the_models(database: Database) -> None:
     assert migrate.current_revision(database.engine) == migrate.head_revision(database.engine)
+    # What every command checks without loading Alembic is Alembic's own head.
+    assert migrate.HEAD == migrate.head_revision(database.engine)
     assert not migrate.pending(database.engine)
     with database.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -143,14 +144,14 @@ def test_staging_splits_rows_by_the_sqlite_builds_limit_on_bound_values(limit: i
 
     import polars as pl
 
-    from daemon.db.bulk import _insert_sqlite
+    from daemon.db.bulk.sqlite import insert_rows
 
     conn = sqlite3.connect(":memory:")
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
     conn.execute("CREATE TABLE t (a INTEGER, b TEXT, c INTEGER)")
     frame = pl.DataFrame({"a": list(range(2345)), "b": [f"s{i}" for i in range(2345)],
                           "c": [i * 2 for i in range(2345)]})
-    _insert_sqlite(conn.cursor(), "t", frame)
+    insert_rows(conn.cursor(), "t", frame)
     assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == frame.rows()
 
 

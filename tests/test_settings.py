@@ -55,6 +55,14 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
     assert "merchants[0].sources[0].feed.max_zeroed_percent" in problems
 
 
+def test_a_missing_drop_folder_is_reported_beside_type_errors_in_one_pass(tmp_path: Path) -> None:
+    raw = {"ingest": {"workers": "many"},
+           "merchants": [{"name": "m", "sources": [{"name": "b", "drop_folder": "nowhere", "priority": "high"}]}]}
+    problems = problems_of(raw, tmp_path)
+    assert "ingest.workers" in problems and "merchants[0].sources[0].priority" in problems
+    assert problems["merchants[0].sources[0].drop_folder"].startswith("folder does not exist")
+
+
 def test_duplicate_names_are_refused(tmp_path: Path) -> None:
     raw = {"merchants": [{"name": "m", "sources": [{"name": "w"}, {"name": "w"}]}]}
     problems = problems_of(raw, tmp_path)

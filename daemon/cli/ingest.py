@@ -6,28 +6,30 @@ import getpass
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from daemon import exitcodes
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import stock as store
 from daemon.db import uploads
 from daemon.db.catalog import get_source
-from daemon.db.sync import sync_with_config
 from daemon.errors import NotFound, UserError
-from daemon.formats import template
-from daemon.ingest import held
-from daemon.ingest.arrival import Arrival
-from daemon.ingest.outcomes import Outcome
-from daemon.ingest.pipeline import Pipeline
-from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.inventory.uploads import UploadStatus
+
+if TYPE_CHECKING:  # the pipeline (polars, the parser) is imported by the commands that run it
+    from daemon.ingest.outcomes import Outcome
+    from daemon.ingest.pipeline import Pipeline
+    from daemon.ingest.sources import SourceInfo
 
 
 def open_pipeline(app: App) -> Pipeline:
     """A pipeline for one command: one file at a time, in this process, with one parser."""
+    from daemon.db.sync import sync_with_config
+    from daemon.ingest.pipeline import Pipeline
+    from daemon.ingest.sources import SourceBook
+
     with app.transaction() as session:
         sync_with_config(session, app.settings, app.now())
         book = SourceBook.load(session, app.settings)
@@ -43,6 +45,8 @@ def take_file(pipeline: Pipeline, file: Path, *, staging: Path, source_id: int |
     A copy goes into the staging folder: the original stays where the user
     keeps it, and the claim into the spool is still a rename.
     """
+    from daemon.ingest.arrival import Arrival
+
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f".cli-{datetime.now(UTC):%Y%m%d%H%M%S%f}-{file.name}"
     shutil.copyfile(file, staged)
@@ -83,7 +87,7 @@ def _exit_for(outcome: Outcome) -> None:
         raise SystemExit(exitcodes.REJECTED)
 
 
-@cli.command()
+@click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", required=True, help="The inventory source the file is for.")
 @click.option("--merchant", help="Needed when several merchants are configured.")
@@ -111,7 +115,7 @@ def _since(value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--source", help="Only this source.")
 @click.option("--market", help="Only this market's order and cancellation files.")
 @click.option("--merchant", help="Only this merchant.")
@@ -173,6 +177,8 @@ def history_show(app: App, upload_id: int, as_json: bool) -> None:
 @click.pass_obj
 def history_approve(app: App, upload_id: int, as_json: bool) -> None:
     """Apply a held full feed after all."""
+    from daemon.ingest import held
+
     pipeline = open_pipeline(app)
     outcome = held.approve(pipeline.sessions, pipeline.dirs, pipeline.processor,
                            upload_id, actor=f"cli:{getpass.getuser()}")
@@ -186,13 +192,15 @@ def history_approve(app: App, upload_id: int, as_json: bool) -> None:
 @click.pass_obj
 def history_reject(app: App, upload_id: int, as_json: bool) -> None:
     """Reject a held full feed: nothing is applied, the file is quarantined."""
+    from daemon.ingest import held
+
     pipeline = open_pipeline(app)
     outcome = held.reject(pipeline.sessions, pipeline.dirs, pipeline.book, upload_id,
                           actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
 
 
-@cli.command("template")
+@click.command("template")
 @click.option("--source", required=True, help="The inventory source.")
 @click.option("--merchant", help="Needed when several merchants are configured.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
@@ -201,6 +209,8 @@ def history_reject(app: App, upload_id: int, as_json: bool) -> None:
 @click.pass_obj
 def template_command(app: App, source: str, merchant: str | None, fmt: str | None, output: Path) -> None:
     """Write the Quantity Update template: every SKU of the source and its quantity."""
+    from daemon.formats import template
+
     merchant_name = app.settings.merchant(merchant).name
     fmt = fmt or ("xlsx" if output.suffix.lower() == ".xlsx" else "csv")
     with app.transaction() as session:

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy.orm import Session
 
 from daemon import exitcodes
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db.markets import add_market, get_market, import_listing_rows, list_markets, market_inventory
 from daemon.db.sync import sync_with_config
 from daemon.errors import FeedError
-from daemon.formats.feeds import RowError
-from daemon.ingest.contained import ParserPool
 from daemon.settings import market_settings
+
+if TYPE_CHECKING:
+    from daemon.formats.feeds import RowError
 
 
 @contextmanager
@@ -43,7 +44,7 @@ def print_row_errors(errors: list[RowError]) -> None:
         click.echo(f"  row {e.row if e.row is not None else '-'}, {e.column or '-'} = {e.value!r}: {e.message}")
 
 
-@cli.group("market")
+@click.group("market")
 def market_group() -> None:
     """Markets: which sources feed them, their channel rules, their listings."""
 
@@ -113,6 +114,8 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
 
     Exits 7 when the file is rejected as a whole.
     """
+    from daemon.ingest.contained import ParserPool  # polars: only for a file to read
+
     merchant_name = app.settings.merchant(merchant).name
     ingest = app.settings.ingest
     try:

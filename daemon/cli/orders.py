@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from daemon import exitcodes
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.cli.ingest import open_pipeline, take_file
 from daemon.cli.markets import print_row_errors, row_errors_json, synced
 from daemon.db.markets import get_market
 from daemon.db.orders import cancel_order, list_orders
 from daemon.errors import NotFound, UserError
-from daemon.ingest.apply_market import CancellationFileResult, OrderFileResult
-from daemon.ingest.outcomes import Outcome
 from daemon.inventory.uploads import UploadStatus
 
+if TYPE_CHECKING:
+    from daemon.ingest.apply_market import CancellationFileResult, OrderFileResult
+    from daemon.ingest.outcomes import Outcome
 
-@cli.group(invoke_without_command=True)
+
+@click.group(invoke_without_command=True)
 @click.option("--market", help="Only this market.")
 @click.option("--merchant", help="Only this merchant.")
 @click.option("--status", type=click.Choice(["open", "cancelled", "oversold"]), help="Only these lines.")
@@ -78,6 +80,8 @@ def _take_market_file(app: App, file: Path, market: str, merchant: str | None, k
 def orders_import(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
     """Import an order file (generic CSV or Amazon order report). Lines already
     imported are skipped. Exits 7 when the file is rejected."""
+    from daemon.ingest.apply_market import OrderFileResult
+
     outcome = _take_market_file(app, file, market, merchant, "orders")
     assert isinstance(outcome.detail, OrderFileResult)
     _print_orders(outcome.detail, as_json)
@@ -141,6 +145,8 @@ def orders_cancel(app: App, order_id: str, line_id: str | None, market: str, mer
 def orders_import_cancellations(app: App, file: Path, market: str, merchant: str | None, as_json: bool) -> None:
     """Apply a cancellation file (order_id, line_id, cancelled_at, origin[, restock]).
     Exits 7 when the file is rejected."""
+    from daemon.ingest.apply_market import CancellationFileResult
+
     outcome = _take_market_file(app, file, market, merchant, "cancellations")
     assert isinstance(outcome.detail, CancellationFileResult)
     _print_cancellations(outcome.detail, as_json)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from daemon.cli import cli
 from daemon.cli.app import App
 
 
-@cli.command()
+@click.command()
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto",
               show_default=True, help="auto: console on a TTY, JSON lines otherwise.")
 @click.option("--log-level", default="info", show_default=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from daemon import exitcodes
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json
 from daemon.cli.demo import DEMO_CONFIG, DEMO_PASSWORD, DEMO_USER, seed_demo
 from daemon.db import migrate
@@ -15,7 +14,7 @@ from daemon.db.sync import sync_with_config
 from daemon.errors import UserError
 
 
-@cli.command()
+@click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing stockdrop.toml there.")
 @click.pass_obj
@@ -52,7 +51,7 @@ def prepare_folders(app: App) -> None:
             s.results(merchant.name, source).mkdir(parents=True, exist_ok=True)
 
 
-@cli.command("check-config")
+@click.command("check-config")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def check_config(app: App, as_json: bool) -> None:
@@ -64,7 +63,7 @@ def check_config(app: App, as_json: bool) -> None:
         click.echo(f"{settings.config_path}: OK ({len(settings.merchants)} merchant(s))")
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """Database schema migrations."""
 
@@ -89,7 +88,7 @@ def upgrade(app: App, revision: str) -> None:
 @click.pass_obj
 def current(app: App, as_json: bool) -> None:
     """Print the schema revision and whether a migration is pending."""
-    cur, head = migrate.current_revision(app.engine), migrate.head_revision(app.engine)
+    cur, head = migrate.current_revision(app.engine), migrate.HEAD
     if as_json:
         emit_json({"current": cur, "head": head, "pending": cur != head})
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import stock as store
 from daemon.db.catalog import get_source
@@ -12,7 +11,7 @@ from daemon.errors import UserError
 from daemon.inventory.stock import QuantityError
 
 
-@cli.command()
+@click.command()
 @click.option("--sku", help="Only this SKU (exact, leading zeros count).")
 @click.option("--source", help="Only this inventory source.")
 @click.option("--merchant", help="Only this merchant.")
@@ -38,7 +37,7 @@ def inventory(app: App, sku: str | None, source: str | None, merchant: str | Non
           ["MERCHANT", "SKU", "SOURCE", "QTY", "AS OF (UTC)"])
 
 
-@cli.command("set")
+@click.command("set")
 @click.argument("sku")
 @click.argument("quantity", type=int)
 @click.option("--source", required=True, help="The inventory source to change.")
@@ -66,7 +65,7 @@ def set_command(app: App, sku: str, quantity: int, source: str, merchant: str | 
         click.echo(f"{merchant_name}/{source} {sku}: {before} -> {quantity}")
 
 
-@cli.command()
+@click.command()
 @click.option("--sku", help="Only this SKU.")
 @click.option("--source", help="Only this source.")
 @click.option("--merchant", help="Only this merchant.")

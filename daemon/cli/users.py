@@ -11,7 +11,6 @@ import click
 from daemon.auth.accounts import public_key_blob
 from daemon.auth.hostkey import blob_fingerprint
 from daemon.auth.passwords import hash_password
-from daemon.cli import cli
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import accounts
 from daemon.db.catalog import get_source
@@ -29,7 +28,7 @@ def _password(stdin: bool, generate: bool) -> tuple[str, bool]:
     return password, False
 
 
-@cli.group()
+@click.group()
 def user() -> None:
     """Logins for the FTP and SFTP endpoints, each jailed to one source's folder."""
 
@@ -148,7 +147,7 @@ def user_add_key(app: App, source: str, pubkeyfile: Path, merchant: str | None, 
     click.echo(f"key {fp} added to {username}")
 
 
-@cli.group()
+@click.group()
 def sftp() -> None:
     """The hosted SFTP endpoint."""
 

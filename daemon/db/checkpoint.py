@@ -24,11 +24,10 @@ import sqlite3
 import threading
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, event
 
-from daemon.logs import get_logger
-
-log = get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 SAFETY_PAGES = 100_000
 

@@ -15,10 +15,9 @@ from typing import Any, Protocol, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from daemon.db.bulk import lock_source
 from daemon.db.catalog import get_merchant, get_or_create_product
 from daemon.db.models import Listing, MarketRecord, Merchant, MerchantPolicy, Product, Source, Stock
-from daemon.db.stock import current_level, write_change
+from daemon.db.stock import current_level, lock_source, write_change
 from daemon.errors import FeedError, NotFound, UserError
 from daemon.inventory import channels
 from daemon.inventory.allocation import MERCHANT_FULFILLED

@@ -4,7 +4,7 @@
 (in the parser worker, before the transaction) inside the caller's
 transaction, so the stock, the ledger, the order rows and the upload's
 outcome commit together. Every source an order can take from is locked first
-(``bulk.lock_source``, in id order so two writers never wait on each other
+(``stock.lock_source``, in id order so two writers never wait on each other
 in a cycle).
 """
 
@@ -18,7 +18,6 @@ from typing import Protocol, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from daemon.db.bulk import lock_source
 from daemon.db.catalog import get_or_create_product
 from daemon.db.markets import get_policy, mark_needs_update, market_sources
 from daemon.db.models import (
@@ -31,7 +30,7 @@ from daemon.db.models import (
     Source,
     Stock,
 )
-from daemon.db.stock import current_level, write_change
+from daemon.db.stock import current_level, lock_source, write_change
 from daemon.errors import FeedError, NotFound, UserError
 from daemon.inventory.allocation import Allocation, default_priority
 from daemon.inventory.cancellations import (

@@ -5,12 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, case, or_, select
+from sqlalchemy import ColumnElement, and_, case, or_, select, text
 from sqlalchemy.orm import Session
 
 from daemon.db.catalog import get_or_create_product
 from daemon.db.models import LedgerEntry, Merchant, Product, Source, Stock
 from daemon.inventory import stock as domain
+
+
+def lock_source(session: Session, source_id: int) -> None:
+    """Serialise writers of one source's stock across threads and boxes.
+
+    On SQLite the transaction already holds the database write lock (BEGIN
+    IMMEDIATE, ``engine``); on PostgreSQL the source row is the lock every
+    writer takes.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT id FROM sources WHERE id = :id FOR UPDATE"), {"id": source_id})
 
 
 def effective_as_of(own: datetime | None, full_feed: datetime | None) -> datetime | None:

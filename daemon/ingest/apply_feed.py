@@ -19,6 +19,7 @@ import polars as pl
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import bulk, orders, uploads
+from daemon.db import stock as stock_rows
 from daemon.db.models import Source
 from daemon.errors import FeedError
 from daemon.formats import headers
@@ -116,7 +117,7 @@ class FeedApplier:
             # Every source this file writes, in id order, so two files that
             # name the same sources can never wait on each other.
             for source_id in sorted({info.id, *targets}):
-                bulk.lock_source(session, source_id)
+                stock_rows.lock_source(session, source_id)
             upload = uploads.get(session, upload_id, fresh=True)
             if uploads.is_final(upload):
                 return outcome_of(upload), []  # another process finished it meanwhile

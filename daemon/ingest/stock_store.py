@@ -77,7 +77,7 @@ class StockTransaction:
     def load(self, session: Session, source_id: int) -> pl.DataFrame:
         """The source's stock as ``bulk.load_current`` would read it in this transaction.
 
-        Call it under the source lock (``bulk.lock_source``), before this
+        Call it under the source lock (``db.stock.lock_source``), before this
         transaction writes the source's stock.
         """
         self._loads[source_id] += 1

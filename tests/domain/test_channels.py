@@ -88,5 +88,5 @@ def test_available_sum_counts_negatives_as_zero():
 
 
 def test_apply_rules_never_sends_more_than_the_total():
-    for total in range(0, 40):
+    for total in range(40):
         assert apply_rules(total, ChannelRules(percent=100, minimum=0)) == total

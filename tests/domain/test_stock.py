@@ -7,7 +7,7 @@ import pytest
 from daemon.inventory.stock import QuantityError, Reason, StockLevel, adjust_quantity, set_quantity
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-KW = dict(sku="0017", source="wh", reason=Reason.MANUAL, actor="cli", now=NOW)
+KW = {"sku": "0017", "source": "wh", "reason": Reason.MANUAL, "actor": "cli", "now": NOW}
 
 
 def test_setting_a_new_sku_writes_a_ledger_entry_from_zero() -> None:

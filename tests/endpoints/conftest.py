@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from daemon.ingest.arrival import Arrival
 from daemon.auth.accounts import MemoryAuthenticator
 from daemon.auth.bans import BanList
+from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
 from daemon.ingest.endpoints.sftp import SftpConfig, SftpService
 
@@ -163,7 +163,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-FTP_TEST_DEFAULTS = dict(host="127.0.0.1", port=0, auth_failed_delay_s=0.05, idle_timeout=60)
+FTP_TEST_DEFAULTS = {"host": "127.0.0.1", "port": 0, "auth_failed_delay_s": 0.05, "idle_timeout": 60}
 
 
 @pytest.fixture
@@ -194,8 +194,8 @@ def start_sftp(tmp_path: Path, accounts: MemoryAuthenticator, bans: BanList,
     started: list[SftpService] = []
 
     def start(**overrides: object) -> SftpService:
-        values: dict[str, object] = dict(host="127.0.0.1", port=0,
-                                         host_key_path=tmp_path / "hostkey" / "ssh_host_ed25519_key")
+        values: dict[str, object] = {"host": "127.0.0.1", "port": 0,
+                                         "host_key_path": tmp_path / "hostkey" / "ssh_host_ed25519_key"}
         values.update(overrides)
         service = SftpService(SftpConfig(**values), accounts, bans, spool)  # type: ignore[arg-type]
         service.start()

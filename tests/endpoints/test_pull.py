@@ -25,16 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
-from daemon.db import migrate
-from daemon.db import pulled
+from daemon.auth.hostkey import fingerprint, load_or_create_host_key
+from daemon.db import migrate, pulled
 from daemon.db.engine import make_engine, session_factory
 from daemon.db.models import Merchant, PulledFile, Source
-from daemon.auth.hostkey import fingerprint, load_or_create_host_key
-from daemon.ingest.pull import PullService
-from daemon.transports import TransportError
 from daemon.ingest.endpoints.sftp import SftpService
+from daemon.ingest.pull import PullService
 from daemon.ingest.sources import SourceInfo
 from daemon.settings import MerchantSettings, PullSettings, SourceSettings
+from daemon.transports import TransportError
 from tests.conftest import Database
 
 from .conftest import PASSWORD, USER, Spool, wait_for
@@ -75,7 +74,7 @@ class _OpenFolder(paramiko.SFTPServerInterface):
     def open(self, path: str, flags: int, attr: Any) -> Any:
         try:
             handle = paramiko.SFTPHandle(flags)
-            handle.readfile = open(self._real(path), "rb")  # type: ignore[attr-defined]
+            handle.readfile = open(self._real(path), "rb")  # type: ignore[attr-defined]  # noqa: SIM115 - the handle closes it
             return handle
         except OSError as exc:
             return paramiko.SFTPServer.convert_errno(exc.errno)
@@ -316,7 +315,7 @@ def test_temporary_names_and_folders_are_ignored(
 
 def test_with_after_move_the_remote_file_goes_to_processed_and_an_existing_name_gets_a_timestamp(
         local_lite: Local, open_server: OpenServer) -> None:
-    clock = lambda: datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)  # noqa: E731
+    clock = lambda: datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
     open_server.put("drop/stock.csv", b"one\n")
     source = local_lite.source(**open_pull(open_server, after="move"))
     svc = local_lite.service(source, clock=clock)

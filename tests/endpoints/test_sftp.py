@@ -69,23 +69,21 @@ def test_a_public_key_upload_is_delivered(sftp_service: SftpService, spool: Spoo
 
 
 def test_a_wrong_password_or_unknown_key_is_refused(sftp_service: SftpService) -> None:
-    with pytest.raises(paramiko.AuthenticationException):
-        with session(sftp_service, password="wrong"):
-            pass
-    with pytest.raises(paramiko.AuthenticationException):
-        with session(sftp_service, pkey=paramiko.ECDSAKey.generate()):
-            pass
+    with pytest.raises(paramiko.AuthenticationException), session(sftp_service, password="wrong"):
+        pass
+    with pytest.raises(paramiko.AuthenticationException), session(sftp_service, pkey=paramiko.ECDSAKey.generate()):
+        pass
 
 
 def test_repeated_failures_ban_the_address(sftp_service: SftpService, bans: object) -> None:
     for _ in range(5):
-        with pytest.raises(paramiko.SSHException):  # AuthenticationException is one
-            with session(sftp_service, password="wrong"):
-                pass
-    assert bans.bans_total == 1  # type: ignore[attr-defined]
-    with pytest.raises((paramiko.SSHException, EOFError, OSError)):
-        with session(sftp_service):  # even the right password: refused at connect
+        # AuthenticationException is an SSHException
+        with pytest.raises(paramiko.SSHException), session(sftp_service, password="wrong"):
             pass
+    assert bans.bans_total == 1  # type: ignore[attr-defined]
+    # even the right password: refused at connect
+    with pytest.raises((paramiko.SSHException, EOFError, OSError)), session(sftp_service):
+        pass
 
 
 def test_the_root_shows_only_inbox_and_results(sftp_service: SftpService, source_root: Path) -> None:
@@ -219,11 +217,10 @@ def test_a_file_with_a_gap_is_refused_on_close(sftp_service: SftpService, spool:
 
 def test_out_of_order_writes_covering_the_file_are_complete(sftp_service: SftpService,
                                                            spool: Spool) -> None:
-    with session(sftp_service) as sftp:
-        with sftp.open("/inbox/parts.csv", "wb") as f:
-            for offset, chunk in [(4, b"5678"), (0, b"1234"), (8, b"9")]:
-                f.seek(offset)
-                f.write(chunk)
+    with session(sftp_service) as sftp, sftp.open("/inbox/parts.csv", "wb") as f:
+        for offset, chunk in [(4, b"5678"), (0, b"1234"), (8, b"9")]:
+            f.seek(offset)
+            f.write(chunk)
     assert spool.contents("parts.csv") == b"123456789"
 
 
@@ -272,7 +269,7 @@ def test_twenty_clients_uploading_at_once_are_all_delivered(sftp_service: SftpSe
         try:
             with session(sftp_service) as sftp:
                 sftp.putfo(io.BytesIO(f"{i};{i}\n".encode() * 2000), f"/inbox/feed-{i:02d}.csv")
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below, whatever it was
             errors.append(exc)
 
     threads = [threading.Thread(target=upload, args=(i,)) for i in range(20)]
@@ -337,7 +334,7 @@ def test_openssh_sftp_uploads_with_a_key_and_renames_a_temp_file(
     done = subprocess.run(
         [have("sftp"), *SSH_OPTS, "-i", str(client_key[1]), "-P", str(port), "-b", str(batch),
          f"{USER}@{host}"],
-        capture_output=True, text=True, timeout=WAIT * 2,
+        check=False, capture_output=True, text=True, timeout=WAIT * 2,
     )
     assert done.returncode == 0, done.stderr
     assert sorted(a.original_name for a in spool.arrivals) == ["direct.csv", "later.csv"]
@@ -353,7 +350,7 @@ def test_curl_uploads_over_sftp(sftp_service: SftpService, spool: Spool, tmp_pat
     done = subprocess.run(
         [have("curl"), "-sS", "--insecure", "--max-time", str(int(WAIT)), "-T", str(src),
          "-u", f"{USER}:{PASSWORD}", f"sftp://{host}:{port}/inbox/curl.csv"],
-        capture_output=True, text=True, timeout=WAIT + 10,
+        check=False, capture_output=True, text=True, timeout=WAIT + 10,
     )
     assert done.returncode == 0, done.stderr
     [arrival] = spool.wait(1)

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import stock as store
 from daemon.db import uploads
 from daemon.db.catalog import get_source, sync_config
-from daemon.db.markets import sync_markets
 from daemon.db.engine import session_factory
+from daemon.db.markets import sync_markets
 from daemon.db.models import LedgerEntry
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.contained import ParserPool

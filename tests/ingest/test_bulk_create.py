@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from daemon.db import bulk
 from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db.models import LedgerEntry, Product, Stock
 from tests.ingest.conftest import IngestEnv

@@ -32,7 +32,7 @@ mode = "adjust"
 
 def child(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tests.ingest.crash_child", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("crash_at", ["before_commit", "before_archive"])

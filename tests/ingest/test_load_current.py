@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 
 from daemon.db import bulk
-from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db import stock as store
+from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db.catalog import get_source
 from tests.ingest.conftest import IngestEnv
 
@@ -75,7 +75,7 @@ def test_a_sku_holding_the_separator_falls_back_to_the_row_read(make_env, databa
             assert bulk_sqlite.load_aggregated(s, env.source().id, "s.as_of",
                                          "JOIN products p ON p.id = s.product_id") is None
     frame = loaded(env)
-    assert dict(zip(frame.get_column("sku"), frame.get_column("quantity"))) == {"A": 1, odd: 5}
+    assert dict(zip(frame.get_column("sku"), frame.get_column("quantity"), strict=True)) == {"A": 1, odd: 5}
 
 
 def test_an_empty_source_is_an_empty_frame_of_the_same_shape(make_env) -> None:  # type: ignore[no-untyped-def]
@@ -102,4 +102,4 @@ def test_a_source_too_big_for_one_aggregate_string_is_read_row_by_row(make_env, 
             frame = bulk.load_current(s, env.source().id)
         finally:
             dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, before)
-    assert frame.height == 40 and dict(zip(frame["sku"], frame["quantity"]))["SKU-0039"] == 39
+    assert frame.height == 40 and dict(zip(frame["sku"], frame["quantity"], strict=True))["SKU-0039"] == 39

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.contained import ParserPool
+from daemon.ingest.pipeline import Pipeline
 from tests.ingest.conftest import IngestEnv
 
 MARKETS = """
@@ -113,3 +115,37 @@ def test_an_order_file_over_max_file_bytes_is_rejected_before_it_is_read(make_en
     out = market_upload(env, "big.csv", ORDERS)
     assert out.status == "rejected" and "max_file_bytes" in (out.message or "")
     assert env.quantities() == {"A": 5}
+
+
+class _FaultyReaders(ParserPool):
+    """The real pool; a file named for a fault makes its worker panic or hang."""
+
+    def read_orders(self, path, *, fault=None):  # type: ignore[no-untyped-def]
+        name = path.name.split("__", 1)[-1]
+        return super().read_orders(path, fault=fault or {"panic.csv": "raise", "hang.csv": "hang"}.get(name))
+
+
+def test_an_order_file_that_panics_or_hangs_its_reader_rejects_only_that_file(menv: IngestEnv) -> None:
+    menv.set("A", 5)
+    with _FaultyReaders(1, timeout_s=3) as readers:
+        pipeline = Pipeline(menv.settings, menv.sessions, menv.book, workers=1, parsers=readers)
+        market = menv.book.market_by_name("acme", "shop")
+        assert market is not None
+        market.staging.mkdir(parents=True, exist_ok=True)
+        ids = []
+        for name in ("panic.csv", "hang.csv", "good.csv"):  # one lane: applied in this order
+            path = market.staging / name
+            path.write_text(ORDERS)
+            ids.append(pipeline.deliver(Arrival(path=path, source_id=None, market_id=market.id, kind="orders",
+                                                original_name=name, protocol="cli",
+                                                received_at=datetime.now(UTC))))
+        pipeline.dispatcher.start()
+        try:
+            assert pipeline.dispatcher.wait_idle(60)
+        finally:
+            pipeline.dispatcher.stop(10)
+    panic, hang, good = (menv.show(i)[0] for i in ids)
+    assert (panic.status, hang.status, good.status) == ("rejected", "rejected", "applied")
+    assert "the parser failed: TestFault" in (panic.message or "")
+    assert "did not finish within 3 s" in (hang.message or "")
+    assert menv.quantities()["A"] == 3  # only the good file's order was subtracted

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import FeedError
-from daemon.ingest import contained
 from daemon.formats.feeds import ParseOptions, parse_feed
+from daemon.ingest import contained
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.formats.cells import escape_cell
 from daemon.db.uploads import ErrorRow, HistoryRow
+from daemon.formats.cells import escape_cell
 from daemon.formats.feeds import ParsedFeed
 from daemon.formats.results import write_result
 from daemon.inventory.feed import FeedPlan, FeedPolicy, plan_feed

@@ -142,7 +142,7 @@ def test_two_locations_mapped_to_one_source_keep_nothing_for_it(make_env) -> Non
 def test_only_db_bulk_writes_the_stock_table_with_sql() -> None:
     # Every other writer goes through the ORM, whose flushes bump
     # sources.stock_version (db.stock_version); SQL elsewhere would not.
-    pattern = re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+\"?stock\"?\b", re.I)
+    pattern = re.compile(r"(INSERT\s+INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+\"?stock\"?\b", re.IGNORECASE)
     root = Path(__file__).resolve().parents[2] / "daemon"
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if "migrations" not in p.parts and "bulk" not in p.parts and pattern.search(p.read_text())]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon.ingest.arrival import Arrival
-from daemon.ingest.sources import Inbox
 from daemon.ingest.names import is_temporary
+from daemon.ingest.sources import Inbox
 from daemon.ingest.watch import FolderWatcher
 
 

@@ -54,11 +54,6 @@ def _dialect(session: Session) -> SqliteBulk | PostgresBulk:
     return _SQLITE if session.get_bind().dialect.name == "sqlite" else _POSTGRES
 
 
-def lock_source(session: Session, source_id: int) -> None:
-    """Serialise writers of one source's stock across threads and boxes."""
-    _dialect(session).lock_source(session, source_id)
-
-
 def load_current(session: Session, source_id: int) -> pl.DataFrame:
     """This source's stock as a frame: sku, quantity, as_of (UTC), product_id.
 

@@ -1,8 +1,8 @@
 """PostgreSQL's side of the bulk apply: COPY into the stage, ids from the sequence.
 
-The source row is the lock every writer of a source's stock takes
-(``SELECT ... FOR UPDATE``), across threads and boxes. New products get
-their ids from the sequence and come back through ``RETURNING``.
+New products get their ids from the sequence and come back through
+``RETURNING``; other writers of the merchant's products may run at the same
+time (the lock is per source, ``db.stock.lock_source``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ class PostgresBulk:
     own_as_of = "(extract(epoch from s.as_of) * 1000000)::bigint"
     before_sql = "COALESCE(s.before, 0)"
     as_of_sql = "s.as_of"
-
-    def lock_source(self, session: Session, source_id: int) -> None:
-        session.execute(text("SELECT id FROM sources WHERE id = :id FOR UPDATE"), {"id": source_id})
 
     def load(self, session: Session, source_id: int, as_of: str, joins: str) -> pl.DataFrame | None:
         return None  # the row-by-row read

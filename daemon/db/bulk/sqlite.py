@@ -44,9 +44,6 @@ class SqliteBulk:
     before_sql = "CASE WHEN s.before < 0 THEN 0 ELSE s.before END"
     as_of_sql = "CASE WHEN s.as_of = :none THEN NULL ELSE s.as_of END"
 
-    def lock_source(self, session: Session, source_id: int) -> None:
-        """The transaction already holds the database write lock (BEGIN IMMEDIATE)."""
-
     def load(self, session: Session, source_id: int, as_of: str, joins: str) -> pl.DataFrame | None:
         return load_aggregated(session, source_id, as_of, joins)
 
