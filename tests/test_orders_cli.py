@@ -133,3 +133,14 @@ def test_an_order_file_imported_from_the_cli_is_in_the_upload_history(config, ca
         ("orders", "market:ebay", "cli", "applied_with_errors")]
     shown = run_cli(capsys, "-c", config, "history", "show", str(hist[0]["id"]), "--json").json()
     assert shown["errors"] and all(e["row"] and e["message"] for e in shown["errors"])
+
+
+def test_history_by_market_lists_that_markets_files_only(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "-c", config, "orders", "import", ORDERS / "amazon_order_report.txt",
+                   "--market", "amazon").code == 0
+    assert run_cli(capsys, "-c", config, "orders", "import", ORDERS / "bad_rows.csv", "--market", "ebay").code == 0
+    amazon = run_cli(capsys, "-c", config, "history", "--market", "amazon", "--json").json()["uploads"]
+    assert [(u["source"], u["kind"], u["original_name"], u["status"]) for u in amazon] == [
+        ("market:amazon", "orders", "amazon_order_report.txt", "applied")]
+    everything = run_cli(capsys, "-c", config, "history", "--json").json()["uploads"]
+    assert {u["source"] for u in everything} == {"market:amazon", "market:ebay"}

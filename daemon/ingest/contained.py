@@ -235,6 +235,7 @@ class ParserPool:
                  memory_bytes: int = 2 * 1024**3) -> None:
         if size < 1:
             raise ValueError("a parser pool needs at least one worker")
+        self.size = size
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()

@@ -25,7 +25,7 @@ USED = [
     ("TLS_FTPHandler", inspect.getsource(TLS_FTPHandler), ["_ssl_established"]),
     ("DTPHandler", inspect.getsource(DTPHandler),
      ["_resp", "_closed", "transfer_finished", "receive", "file_obj", "enable_receiving"]),
-    ("pyftpdlib.servers", inspect.getsource(servers), ["_lock", "_exit"]),
+    ("pyftpdlib.servers", inspect.getsource(servers), ["_lock", "_exit", "def _loop(self, handler)"]),
     ("paramiko.sftp", inspect.getsource(sftp), ["_VERSION"]),
     ("SFTPServer", inspect.getsource(sftp_server.SFTPServer),
      ["_send_server_version", "_send_status", "_read_packet", "_send_packet", "_process",

@@ -116,3 +116,29 @@ def test_an_idle_worker_that_died_is_replaced_before_the_next_file(pool, good):
     worker.process.wait(10)
     assert pool.parse(good, ParseOptions()).total_rows == 2
     assert worker not in pool._all
+
+
+def test_order_cancellation_and_listing_files_are_read_in_the_worker_as_they_are_directly(pool, tmp_path):
+    from daemon.formats.listings import read_listings
+    from daemon.formats.orders import read_cancellations, read_orders
+
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,line_id,sku,quantity,ordered_at\nO1,1,0017,2,2026-11-29T10:00:00Z\n"
+                      "O2,1,B,two,2026-11-29T10:00:00Z\n")
+    cancels = tmp_path / "cancels.csv"
+    cancels.write_text("order_id,line_id,cancelled_at,origin\nO1,1,2026-11-29T11:00:00Z,market\n")
+    listings = tmp_path / "listings.csv"
+    listings.write_text("sku,quantity\n0017,5\n")
+    assert pool.read_orders(orders) == read_orders(orders)
+    assert pool.read_cancellations(cancels) == read_cancellations(cancels)
+    assert pool.read_listings(listings) == read_listings(listings)
+
+
+def test_an_order_file_that_panics_or_hangs_the_worker_is_a_feed_error_and_the_next_one_reads(pool, tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,line_id,sku,quantity,ordered_at\nO1,1,A,1,2026-11-29T10:00:00Z\n")
+    with pytest.raises(FeedError, match="TestFault"):
+        pool.read_orders(orders, fault="raise")
+    with pytest.raises(FeedError, match="did not finish"), contained.ParserPool(1, timeout_s=1) as quick:
+        quick.read_orders(orders, fault="hang")
+    assert len(pool.read_orders(orders).rows) == 1

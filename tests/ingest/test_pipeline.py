@@ -374,3 +374,15 @@ def test_two_sources_creating_the_same_new_skus_at_once_share_one_product_each(m
         per_source = dict(s.execute(select(Stock.source_id, func.count()).group_by(Stock.source_id)).all())
     assert per_source == {env.source("wh1").id: 5000, env.source("wh2").id: 5001}
     assert env.quantities("wh1")["NEW-00006"] == 6 and env.quantities("wh2")["NEW-00006"] == 6
+
+
+def test_the_pipeline_has_a_parser_process_per_worker(make_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from daemon.ingest.pipeline import Pipeline
+
+    env = make_env(ingest="workers = 3")
+    own = Pipeline(env.settings, env.sessions, env.book)
+    try:
+        assert own.parsers.size == env.settings.ingest.workers == 3
+        assert own.dispatcher._workers == 3
+    finally:
+        own.close()

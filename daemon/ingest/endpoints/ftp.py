@@ -72,6 +72,15 @@ class _Server(ThreadedFTPServer):
         # and stopping one would close the other's listener.
         super().__init__(address, handler, ioloop=IOLoop())
 
+    def _loop(self, handler: Any) -> None:
+        # A connection refused in handle() (a banned address) is closed
+        # before its thread starts; pyftpdlib would still register its
+        # closed socket and die on the error (EINVAL, not the EBADF it
+        # expects), with a traceback for a refusal that was already logged.
+        if handler._closed:
+            return
+        super()._loop(handler)
+
 
 class FtpService:
     """The FTP/FTPS receiver as a service: start(), stop(), check(), address."""
