@@ -11,17 +11,7 @@ from sqlalchemy.orm import Session
 
 from daemon.db.models import Merchant, Product, Source
 from daemon.errors import NotFound
-
-
-class SourceSpec(Protocol):
-    """A configured source as the database keeps it (``settings.SourceSettings`` fits)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def priority(self) -> int: ...
+from daemon.inventory.allocation import SourceLike
 
 
 class MerchantSpec(Protocol):
@@ -31,7 +21,7 @@ class MerchantSpec(Protocol):
     def name(self) -> str: ...
     @property
     def timezone(self) -> str: ...
-    def all_sources(self) -> Sequence[SourceSpec]: ...
+    def all_sources(self) -> Sequence[SourceLike]: ...
 
 
 class Config(Protocol):

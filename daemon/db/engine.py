@@ -49,5 +49,13 @@ def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def driver_connection(session: Session) -> Any:
+    """The DB-API connection under ``session``'s transaction, for the bulk paths
+    that bypass SQLAlchemy's per-row result processing."""
+    conn = session.connection().connection.dbapi_connection
+    assert conn is not None
+    return conn
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)

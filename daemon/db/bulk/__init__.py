@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from daemon.db import stock_version
 from daemon.db.bulk.postgres import PostgresBulk
-from daemon.db.bulk.sqlite import NO_AS_OF, STAGE, SqliteBulk, dbapi
+from daemon.db.bulk.sqlite import NO_AS_OF, STAGE, SqliteBulk
+from daemon.db.engine import driver_connection as dbapi
 from daemon.db.models import Source
 
 _SLICE = 100_000  # rows per fetchmany

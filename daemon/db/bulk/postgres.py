@@ -15,15 +15,11 @@ import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from daemon.db.engine import driver_connection as dbapi
+
 STAGE = "feed_stage"
 _SLICE = 100_000  # rows per fetchmany
 NEW = 4  # the staged flag of a product created by this plan (``bulk.NEW``)
-
-
-def dbapi(session: Session) -> Any:
-    conn = session.connection().connection.dbapi_connection
-    assert conn is not None
-    return conn
 
 
 class PostgresBulk:

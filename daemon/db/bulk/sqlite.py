@@ -23,18 +23,13 @@ import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from daemon.db.engine import driver_connection as dbapi
 from daemon.db.types import to_micros
 
 STAGE = "feed_stage"
 # "No as-of" in a staged row (see the module docstring).
 NO_AS_OF = -(2**62)
 _UNIT_SEPARATOR = "\x1f"
-
-
-def dbapi(session: Session) -> Any:
-    conn = session.connection().connection.dbapi_connection
-    assert conn is not None
-    return conn
 
 
 class SqliteBulk:
