@@ -51,6 +51,8 @@ max_file_bytes = 2000000000
 name = "warm-up"
 [[merchants.sources]]
 name = "warm-up"
+[merchants.sources.feed]
+unknown_sku = "create"
 [[merchants]]
 name = "bench"
 [[merchants.sources]]
@@ -58,6 +60,7 @@ name = "wh"
 [merchants.sources.feed]
 scope = "full"
 max_zeroed_percent = 100
+unknown_sku = "create"  # a first load brings the catalogue
 """
 
 

@@ -321,6 +321,7 @@ name = "wh"
 [merchants.sources.feed]
 scope = "full"
 max_zeroed_percent = 100
+unknown_sku = "create"
 """
 
 

@@ -11,8 +11,10 @@ as ``X_env`` (the name of an environment variable) or ``X_file`` (a path).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,7 +89,10 @@ class FeedSettings(_Model):
     mode: Literal["set", "adjust"] = "set"
     scope: Literal["partial", "full"] = "partial"
     on_row_error: Literal["skip_rows", "reject_file"] = "skip_rows"
-    unknown_sku: Literal["reject_row", "create"] = "create"
+    # A feed does not invent products: an unknown SKU is a row error naming the
+    # catalogue SKU it may be a mangled form of; "create" is for a source that
+    # owns the catalogue.
+    unknown_sku: Literal["reject_row", "create"] = "reject_row"
     duplicates: Literal["reject", "last_wins"] = "reject"
     negative: Literal["reject", "clamp"] = "reject"
     max_quantity: int = Field(default=1_000_000, ge=0)
@@ -311,6 +316,9 @@ class ListenerSettings(_Model):
 class Settings(_Model):
     config_path: Path | None = None
     data_dir: Path = Path("data")
+    # The name this daemon records on the uploads it holds; several daemons on
+    # one database recover only their own. Default: the host and data_dir.
+    node_id: Name | None = None
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
@@ -324,6 +332,14 @@ class Settings(_Model):
     @property
     def database_url(self) -> str:
         return self.database.resolved_url(self.data_dir)
+
+    @property
+    def node(self) -> str:
+        """``node_id``, or one stable per box and data_dir: ``<host>-<8 hex of the data_dir>``."""
+        if self.node_id:
+            return self.node_id
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()[:80]}-{digest}"
 
     def merchant(self, name: str | None) -> MerchantSettings:
         if name is None:

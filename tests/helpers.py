@@ -61,4 +61,6 @@ timezone = "UTC"
 name = "wh1"
 kind = "warehouse"
 priority = 10
+[merchants.sources.feed]
+unknown_sku = "create"  # these tests bring their own SKUs
 """

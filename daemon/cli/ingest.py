@@ -39,7 +39,7 @@ def open_pipeline(app: App) -> Pipeline:
 
 
 def take_file(pipeline: Pipeline, file: Path, *, staging: Path, source_id: int | None = None,
-              market_id: int | None = None, kind: str = "feed", check_duplicate: bool = True) -> Outcome:
+              market_id: int | None = None, kind: str = "feed") -> Outcome:
     """Send a user's FILE through the pipeline and wait for its outcome.
 
     A copy goes into the staging folder: the original stays where the user
@@ -54,7 +54,7 @@ def take_file(pipeline: Pipeline, file: Path, *, staging: Path, source_id: int |
         upload_id = pipeline.deliver(Arrival(
             path=staged, source_id=source_id, market_id=market_id, kind=kind, original_name=file.name,
             protocol="cli", received_at=datetime.now(UTC), user=getpass.getuser()))
-        return pipeline.processor.process(upload_id, check_duplicate=check_duplicate)
+        return pipeline.processor.process(upload_id)
     finally:
         staged.unlink(missing_ok=True)
 

@@ -49,9 +49,8 @@ def orders(ctx: click.Context, market: str | None, merchant: str | None, status:
 def _take_market_file(app: App, file: Path, market: str, merchant: str | None, kind: str) -> Outcome:
     """A market's file through the pipeline, as if dropped in its folder, and in the history.
 
-    Order lines are idempotent by (market, order, line), so a file applied
-    before is applied again rather than called a duplicate: the output then
-    says which lines were imported before.
+    Order lines are applied once by (market, order, line): a file sent again
+    says which of its lines were imported before.
     """
     merchant_name = app.settings.merchant(merchant).name
     pipeline = open_pipeline(app)
@@ -60,8 +59,7 @@ def _take_market_file(app: App, file: Path, market: str, merchant: str | None, k
         with app.transaction() as session:
             get_market(session, merchant_name, market)  # names the markets there are
         raise NotFound(f"no market named {market!r} for merchant {merchant_name!r}")
-    outcome = take_file(pipeline, file, staging=inbox.staging, market_id=inbox.id, kind=kind,
-                        check_duplicate=False)
+    outcome = take_file(pipeline, file, staging=inbox.staging, market_id=inbox.id, kind=kind)
     if outcome.status == UploadStatus.REJECTED and outcome.detail is None:
         # Rejected as a whole (no header, binary, a column missing): one line, exit 7.
         reason = (outcome.message or "").removeprefix(f"{file.name}: ")

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from daemon.db.models import Merchant, Product, Source
 from daemon.errors import NotFound
 from daemon.inventory.allocation import SourceLike
+from daemon.inventory.skus import spreadsheet_key
 
 
 class MerchantSpec(Protocol):
@@ -98,3 +99,33 @@ def get_or_create_product(session: Session, merchant_id: int, sku: str, now: dat
         session.add(product)
         session.flush()
     return product
+
+
+_CHUNK = 500  # values per IN list
+
+
+def known_skus(session: Session, merchant_id: int, skus: Sequence[str]) -> set[str]:
+    """Which of ``skus`` the merchant's catalogue has."""
+    found: set[str] = set()
+    for start in range(0, len(skus), _CHUNK):
+        found.update(session.scalars(select(Product.sku).where(
+            Product.merchant_id == merchant_id, Product.sku.in_(skus[start:start + _CHUNK]))))
+    return found
+
+
+def lookalikes(session: Session, merchant_id: int, unknown: Sequence[str]) -> dict[str, str]:
+    """For each unknown SKU, a catalogue SKU it may be the spreadsheet-mangled form of
+    (``inventory.feed.spreadsheet_key``): ``17`` -> ``0017``, ``123.0`` -> ``123``."""
+    keys = {sku: spreadsheet_key(sku) for sku in unknown}
+    wanted = sorted({k for k in keys.values() if k})
+    candidates: dict[str, list[str]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        for sku in session.scalars(select(Product.sku).where(
+                Product.merchant_id == merchant_id, func.ltrim(Product.sku, "0").in_(wanted[start:start + _CHUNK]))):
+            candidates.setdefault(spreadsheet_key(sku), []).append(sku)
+    out = {}
+    for sku, key in keys.items():
+        others = sorted(c for c in candidates.get(key, ()) if c != sku)
+        if others:
+            out[sku] = others[0]
+    return out

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -135,6 +136,7 @@ class Upload(Base):
         Index("ix_uploads_source_received", "source_id", "received_at"),
         Index("ix_uploads_source_sha", "source_id", "sha256"),
         Index("ix_uploads_status", "status"),
+        Index("ix_uploads_node_status", "node", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -165,6 +167,30 @@ class Upload(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Where the original bytes are kept after the commit (archive or quarantine).
     kept_at: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The daemon that received the file and holds it in its spool (migration 0010).
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class UploadApply(Base):
+    """The apply of one upload, written in the transaction that applies it.
+
+    The primary key makes a second apply of the same upload impossible; with
+    ``once`` (content that may be applied a single time: adjust-mode feeds)
+    the partial unique index refuses the same content twice for a source.
+    """
+
+    __tablename__ = "upload_applies"
+    __table_args__ = (
+        Index("ix_upload_applies_once", "source_id", "sha256", unique=True,
+              sqlite_where=text("once"), postgresql_where=text("once")),
+    )
+
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    once: Mapped[bool] = mapped_column()
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class UploadError(Base):

@@ -18,10 +18,12 @@ def lock_source(session: Session, source_id: int) -> None:
 
     On SQLite the transaction already holds the database write lock (BEGIN
     IMMEDIATE, ``engine``); on PostgreSQL the source row is the lock every
-    writer takes.
+    writer takes. NO KEY UPDATE, not UPDATE: recording a new upload for the
+    source (a foreign key's KEY SHARE) must not wait for a long apply, or a
+    sender's transfer would hang until it ends.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT id FROM sources WHERE id = :id FOR UPDATE"), {"id": source_id})
+        session.execute(text("SELECT id FROM sources WHERE id = :id FOR NO KEY UPDATE"), {"id": source_id})
 
 
 def effective_as_of(own: datetime | None, full_feed: datetime | None) -> datetime | None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy import ColumnElement, Select, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from daemon.db.models import MarketRecord, Merchant, Source, Upload, UploadError
+from daemon.db.models import MarketRecord, Merchant, Source, Upload, UploadApply, UploadError
 from daemon.errors import NotFound, UserError
 from daemon.inventory.uploads import APPLIED, FINAL, UNFINISHED, UploadStatus
 
@@ -29,11 +29,13 @@ def record_received(
     session: Session, *, source_id: int | None, original_name: str, size: int, sha256: str,
     protocol: str, user: str | None, remote_addr: str | None, received_at: datetime,
     elapsed_s: float | None, market_id: int | None = None, kind: str = "feed",
+    node: str | None = None,
 ) -> Upload:
     upload = Upload(source_id=source_id, market_id=market_id, kind=kind,
                     original_name=original_name, size=size, sha256=sha256,
                     protocol=protocol, user=user, remote_addr=remote_addr,
-                    status=UploadStatus.RECEIVED, received_at=received_at, elapsed_s=elapsed_s)
+                    status=UploadStatus.RECEIVED, received_at=received_at, elapsed_s=elapsed_s,
+                    node=node)
     session.add(upload)
     session.flush()
     upload.spool_name = spool_name(upload.id, original_name)
@@ -118,16 +120,53 @@ def reject_held(session: Session, upload_id: int, actor: str, *, now: datetime, 
     return upload
 
 
-def find_applied_duplicate(session: Session, upload: Upload) -> Upload | None:
-    """An earlier upload of the same bytes for the same source that was applied or is held."""
-    owner = (Upload.source_id == upload.source_id if upload.source_id is not None
-             else Upload.market_id == upload.market_id)
-    return session.scalar(
-        select(Upload).where(
-            owner, Upload.kind == upload.kind, Upload.sha256 == upload.sha256,
-            Upload.id != upload.id, Upload.status.in_((*APPLIED, UploadStatus.HELD)),
-        ).order_by(Upload.id).limit(1)
-    )
+@dataclass(frozen=True)
+class Duplicate:
+    """An earlier upload this one repeats, and the rule that says so (shown in the history)."""
+
+    of: Upload
+    reason: str
+
+
+def find_duplicate(session: Session, upload: Upload, *, once: bool) -> Duplicate | None:
+    """Whether applying ``upload`` (a feed) would repeat an earlier one. Call it under the source lock.
+
+    ``once``: content that may be applied a single time (an adjust-mode feed:
+    each file is a set of changes). Otherwise the feed is a statement of the
+    stock (set mode), a no-op only when it equals the source's latest applied
+    feed, or a feed held for approval; older content sent again after a
+    different feed is a new statement and is applied.
+    """
+    if upload.kind != "feed" or upload.source_id is None:
+        return None
+    same = select(Upload).where(Upload.source_id == upload.source_id, Upload.kind == "feed",
+                                Upload.id != upload.id, Upload.sha256 == upload.sha256)
+    if once:
+        earlier = session.scalar(same.where(Upload.status.in_(APPLIED)).order_by(Upload.id).limit(1))
+        if earlier is not None:
+            return Duplicate(earlier, f"same content as upload {earlier.id} ({earlier.original_name}), "
+                                      "and an adjust feed is applied once; not applied again")
+    else:
+        latest = session.scalar(
+            select(Upload).where(Upload.source_id == upload.source_id, Upload.kind == "feed",
+                                 Upload.id != upload.id, Upload.status.in_(APPLIED))
+            .order_by(Upload.finished_at.desc(), Upload.id.desc()).limit(1))
+        if latest is not None and latest.sha256 == upload.sha256:
+            return Duplicate(latest, f"same content as the latest applied feed, upload {latest.id} "
+                                     f"({latest.original_name}); nothing to change")
+    held_one = session.scalar(same.where(Upload.status == UploadStatus.HELD).order_by(Upload.id).limit(1))
+    if held_one is not None:
+        return Duplicate(held_one, f"same content as upload {held_one.id} ({held_one.original_name}), "
+                                   "held for approval; not applied")
+    return None
+
+
+def record_apply(session: Session, upload: Upload, *, once: bool, node: str | None, now: datetime) -> None:
+    """Mark ``upload`` applied in this transaction; the database refuses a second apply
+    of it, and with ``once`` a second apply of its content to the same source."""
+    session.add(UploadApply(upload_id=upload.id, source_id=upload.source_id, sha256=upload.sha256,
+                            once=once, node=node, applied_at=now))
+    session.flush()
 
 
 def replace_errors(session: Session, upload_id: int, errors: Iterable[ErrorTuple]) -> int:
@@ -147,20 +186,26 @@ def forget(session: Session, upload_id: int) -> None:
     session.execute(delete(Upload).where(Upload.id == upload_id))
 
 
-def lanes(session: Session, upload_ids: Iterable[int]) -> dict[int, tuple[str, int]]:
-    """The processing lane of each existing upload: ("s", source) or ("m", market)."""
+def lanes(session: Session, upload_ids: Iterable[int], node: str) -> dict[int, tuple[str, int]]:
+    """The processing lane of each of ``node``'s uploads: ("s", source) or ("m", market)."""
     ids = list(upload_ids)
     if not ids:
         return {}
-    rows = session.execute(select(Upload.id, Upload.source_id, Upload.market_id).where(Upload.id.in_(ids)))
+    rows = session.execute(select(Upload.id, Upload.source_id, Upload.market_id)
+                           .where(Upload.id.in_(ids), mine(node)))
     # One of the two is set (the uploads_one_owner constraint).
     return {uid: ("m", m) if m is not None else ("s", int(s or 0)) for uid, s, m in rows}
 
 
-def unfinished(session: Session) -> list[Upload]:
-    """Uploads that were claimed but whose outcome was not committed."""
+def mine(node: str) -> ColumnElement[bool]:
+    """The uploads ``node`` holds; rows from before nodes were recorded count as every node's."""
+    return or_(Upload.node == node, Upload.node.is_(None))
+
+
+def unfinished(session: Session, node: str) -> list[Upload]:
+    """Uploads ``node`` claimed whose outcome was not committed; another node's are never touched."""
     return list(session.scalars(
-        select(Upload).where(Upload.status.in_(UNFINISHED)).order_by(Upload.id)
+        select(Upload).where(Upload.status.in_(UNFINISHED), mine(node)).order_by(Upload.id)
     ))
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.db import bulk, orders, uploads
+from daemon.db import catalog, orders, uploads
 from daemon.db import stock as stock_rows
 from daemon.db.models import Source
 from daemon.errors import FeedError
@@ -72,7 +72,8 @@ def default_as_of(info: SourceInfo, original_name: str, received_at: datetime) -
 
 class FeedApplier:
     def __init__(self, sessions: sessionmaker[Session], book: SourceBook, ingest: IngestSettings,
-                 read: FeedReader, clock: Callable[[], datetime]) -> None:
+                 read: FeedReader, clock: Callable[[], datetime], *, node: str | None = None) -> None:
+        self._node = node
         self._sessions = sessions
         self._book = book
         self._ingest = ingest
@@ -94,6 +95,8 @@ class FeedApplier:
         warnings = [*parsed.warnings, *([as_of_note] if as_of_note else [])]
         stock = self._stock.begin()
         done, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved, stock)
+        if done.status == UploadStatus.DUPLICATE:
+            return done, None  # decided under the lock: nothing of this file was used
         stock.commit()  # committed: what the apply read and wrote is each source's stock now
         return done, (parsed, plans)
 
@@ -121,18 +124,24 @@ class FeedApplier:
             upload = uploads.get(session, upload_id, fresh=True)
             if uploads.is_final(upload):
                 return outcome_of(upload), []  # another process finished it meanwhile
+            once = info.settings.feed.mode == "adjust"
+            # Again, under the lock: a feed applied since the first look may make this one
+            # a duplicate, or no longer one.
+            dup = None if approved else uploads.find_duplicate(session, upload, once=once)
+            if dup is not None:
+                return finish(session, upload, UploadStatus.DUPLICATE, dup.reason, now=now,
+                              duplicate_of=dup.of.id), []
             uploads.set_warnings(upload, warnings)
             plans: list[tuple[SourceInfo, FeedPlan]] = []
             for target, rows in groups:
                 current = stock.load(session, target.id)
                 policy = feed_policy(target)
-                catalog = (bulk.load_catalog(session, target.merchant_id)
-                           if policy.unknown_sku == "reject_row" else pl.Series("sku", [], pl.Utf8))
+                catalog, lookalikes = _catalogue(session, target.merchant_id, rows, current, policy)
                 later = _orders_after(session, target.id, rows, as_of) if policy.mode == "set" else None
                 plans.append((target, plan_feed(
                     rows, current, catalog, policy, default_as_of=as_of, approved=approved,
                     quantity_column=_quantity_header(parsed, dict(target.settings.feed.columns.items())),
-                    orders_after=later, invalid=invalid,
+                    orders_after=later, invalid=invalid, lookalikes=lookalikes,
                     # Two locations mapped to one source: neither covers it.
                     covers=covers_source(policy, rows, invalid) and targets.count(target.id) == 1)))
             for _, plan in plans:
@@ -155,6 +164,7 @@ class FeedApplier:
                 reason = f"{hold}; approve with `stockdrop history approve {upload_id}` or reject it"
             if reason is not None:
                 return finish(session, upload, status, reason, now=now, counts=counts), plans
+            uploads.record_apply(session, upload, once=once, node=self._node, now=now)
             for target, plan in plans:
                 source = session.get(Source, target.id)
                 assert source is not None
@@ -164,6 +174,21 @@ class FeedApplier:
             note = (f"{recounted} unit(s) sold after the file's as-of time were subtracted again"
                     if recounted else None)
             return finish(session, upload, status, note, now=now, counts=counts), plans
+
+
+def _catalogue(session: Session, merchant_id: int, rows: pl.DataFrame, current: pl.DataFrame,
+               policy: FeedPolicy) -> tuple[pl.Series, dict[str, str]]:
+    """The SKUs of ``rows`` the catalogue has beyond the source's stock, and for the
+    ones it has not, a catalogue SKU each may be a mangled form of. Empty unless
+    the source rejects unknown SKUs; only the SKUs not in the stock are looked up."""
+    if policy.unknown_sku != "reject_row":
+        return pl.Series("sku", [], pl.Utf8), {}
+    unmatched = rows.select("sku").join(current.select("sku"), on="sku", how="anti").get_column("sku")
+    wanted = unmatched.unique().to_list()
+    known = catalog.known_skus(session, merchant_id, wanted)
+    unknown = [sku for sku in wanted if sku not in known]
+    return pl.Series("sku", sorted(known), pl.Utf8), (catalog.lookalikes(session, merchant_id, unknown)
+                                                       if unknown else {})
 
 
 def _orders_after(session: Session, source_id: int, rows: pl.DataFrame, default: datetime) -> pl.DataFrame:

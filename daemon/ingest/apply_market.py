@@ -96,7 +96,8 @@ class MarketReaders(Protocol):
 
 class MarketFileApplier:
     def __init__(self, sessions: sessionmaker[Session], readers: MarketReaders,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], *, node: str | None = None) -> None:
+        self._node = node
         self._sessions = sessions
         self._readers = readers
         self._clock = clock
@@ -119,20 +120,24 @@ class MarketFileApplier:
             assert upload.market_id is not None
             ref, actor = f"upload:{upload_id}", f"upload:{protocol}"
             result: OrderFileResult | CancellationFileResult
+            uploads.record_apply(session, upload, once=False, node=self._node, now=now)
             if isinstance(parsed, ParsedOrders):
                 result = apply_orders(session, upload.market_id, parsed, upload_ref=ref, now=now, actor=actor)
                 applied, unchanged = result.imported, result.skipped
+                repeated = result.skipped
                 note = (f"{result.imported} line(s) imported, {result.skipped} already imported"
                         + (f", {result.oversold} oversold" if result.oversold else ""))
             else:
                 result = apply_cancellations(session, upload.market_id, parsed, upload_ref=ref, now=now,
                                              actor=actor)
                 applied, unchanged = result.cancelled, result.already_cancelled + result.recorded_ahead
+                repeated = result.already_cancelled
                 note = (f"{result.cancelled} line(s) cancelled, {result.restocked} restocked, "
                         f"{result.refused} restock(s) refused, {result.already_cancelled} already cancelled")
             errors = [(e.row, e.column, e.value, None, e.message) for e in result.row_errors]
             uploads.replace_errors(session, upload_id, errors)
             counts = {"rows": result.rows, "applied": applied, "unchanged": unchanged,
                       "errors": len(errors), "zeroed": 0, "stale": 0}
-            status, reason = outcome(rows=result.rows, errors=len(errors), taken=applied + unchanged)
+            status, reason = outcome(rows=result.rows, errors=len(errors), taken=applied + unchanged,
+                                     repeated=repeated)
             return finish(session, upload, status, reason or note, now=now, counts=counts, detail=result)

@@ -7,6 +7,7 @@ somewhere to go; endpoints last, so nothing arrives before we can take it).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -46,9 +47,10 @@ class Pipeline:
         self._owns_parsers = parsers is None
         self.parsers = parsers or ParserPool(size, timeout_s=ingest.parse_timeout_seconds,
                                              memory_bytes=ingest.parse_memory_mb * 1024 * 1024)
-        self.processor = Processor(sessions, self.dirs, book, ingest, self.parsers.parse, self.parsers, clock)
+        self.processor = Processor(sessions, self.dirs, book, ingest, self.parsers.parse, self.parsers, clock,
+                                   node=settings.node)
         self.dispatcher = Dispatcher(lambda upload_id: self.processor.process(upload_id), size)
-        self.intake = Intake(sessions, self.dirs, self.dispatcher.submit, clock)
+        self.intake = Intake(sessions, self.dirs, self.dispatcher.submit, clock, node=settings.node)
 
     def deliver(self, arrival: Arrival) -> int:
         return self.intake.deliver(arrival)
@@ -58,15 +60,19 @@ class Pipeline:
         if self._owns_parsers:
             self.parsers.close()
 
-    def services(self) -> list[Any]:
+    def services(self, *, leads: Callable[[str], Callable[[], bool]] | None = None) -> list[Any]:
+        """The runtime services, in start order. ``leads(work)`` says whether this
+        daemon does ``work`` that one daemon of several does (default: always)."""
         ingest = self.settings.ingest
         watcher = FolderWatcher(
             self.book.inboxes(), self.deliver, settle_seconds=ingest.settle_seconds,
             reconcile_seconds=ingest.reconcile_seconds, polling=ingest.polling_observer,
             done_markers=ingest.done_markers,
         )
+        here = hashlib.sha256(str(self.dirs.root.resolve()).encode()).hexdigest()[:16]
         sweeper = janitor(self.dirs.root / "archive", lambda: self.book.staging_folders,
-                          ingest.archive_retention_days)
+                          ingest.archive_retention_days,
+                          leads=leads(f"retention:{here}") if leads is not None else (lambda: True))
         markets = book_refresher(self.book, self.sessions, self.settings, on_new=watcher.add)
         return [_Workers(self), watcher, markets, sweeper]
 

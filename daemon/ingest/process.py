@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.db import uploads
+from daemon.db import stock, uploads
 from daemon.formats.results import write_result
 from daemon.ingest.apply_feed import FeedApplier, FeedReader, ResultFrames
 from daemon.ingest.apply_market import MarketFileApplier, MarketReaders
@@ -30,22 +30,20 @@ from daemon.settings import IngestSettings
 class Processor:
     def __init__(self, sessions: sessionmaker[Session], dirs: SpoolDirs, book: SourceBook,
                  ingest: IngestSettings, read_feed: FeedReader, markets: MarketReaders,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, node: str | None = None) -> None:
         self._sessions = sessions
         self._dirs = dirs
         self._book = book
         self._ingest = ingest
         self._clock = clock
-        self.feeds = FeedApplier(sessions, book, ingest, read_feed, clock)
-        self.market_files = MarketFileApplier(sessions, markets, clock)
+        self.feeds = FeedApplier(sessions, book, ingest, read_feed, clock, node=node)
+        self.market_files = MarketFileApplier(sessions, markets, clock, node=node)
 
-    def process(self, upload_id: int, *, approved: bool = False, check_duplicate: bool = True) -> Outcome:
+    def process(self, upload_id: int, *, approved: bool = False) -> Outcome:
         """Take an upload to its final status and file it; safe to call again for a final one.
 
         ``approved``: a person released this held feed, so it is neither a
-        duplicate nor held again. ``check_duplicate`` False applies a file
-        whose content was applied before (``orders import``: order lines are
-        idempotent by themselves, and the operator asked for their report).
+        duplicate nor held again.
         """
         with self._sessions() as session, session.begin():
             upload = uploads.start(session, upload_id, self._clock())
@@ -55,7 +53,7 @@ class Processor:
         assert name is not None
         path = self._dirs.spool / name
         if done is None:
-            done = self._first_look(upload_id, check_duplicate and not approved)
+            done = self._first_look(upload_id, not approved)
         frames: ResultFrames | None = None
         if kind == "feed":
             info = self._book.get(source_id) if source_id is not None else None
@@ -75,15 +73,24 @@ class Processor:
         return done
 
     def _first_look(self, upload_id: int, check_duplicate: bool) -> Outcome | None:
-        """What every file gets before its content is read: a duplicate is
-        recorded, an empty or oversized file rejected."""
+        """What every file gets before its content is read: a feed that repeats
+        an earlier one is recorded as a duplicate (under its source's lock, so
+        another daemon applying the same content is waited for), an empty or
+        oversized file rejected. Order and cancellation files are never
+        duplicates by content: their lines are applied once by themselves."""
         now = self._clock()
         with self._sessions() as session, session.begin():
             upload = uploads.get(session, upload_id)
-            dup = uploads.find_applied_duplicate(session, upload) if check_duplicate else None
-            if dup is not None:
-                return finish(session, upload, UploadStatus.DUPLICATE, f"same content as upload {dup.id} "
-                              f"({dup.original_name}); not applied again", now=now, duplicate_of=dup.id)
+            info = self._book.get(upload.source_id) if upload.source_id is not None else None
+            if check_duplicate and info is not None:
+                stock.lock_source(session, info.id)
+                upload = uploads.get(session, upload_id, fresh=True)
+                if uploads.is_final(upload):
+                    return outcome_of(upload)  # another worker finished it meanwhile
+                dup = uploads.find_duplicate(session, upload, once=info.settings.feed.mode == "adjust")
+                if dup is not None:
+                    return finish(session, upload, UploadStatus.DUPLICATE, dup.reason, now=now,
+                                  duplicate_of=dup.of.id)
             if upload.size == 0:
                 return finish(session, upload, UploadStatus.REJECTED, "the file is empty (0 bytes)", now=now)
             if upload.size > self._ingest.max_file_bytes:

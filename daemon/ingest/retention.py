@@ -51,10 +51,17 @@ def sweep(archive: Path, staging_folders: Iterable[Path], *, retention_days: int
 
 
 def janitor(archive: Path, staging_folders: Callable[[], Iterable[Path]], retention_days: int, *,
-            interval: float = 3600.0) -> Periodic:
-    """``sweep`` at start and then every ``interval`` seconds, as a runtime service."""
+            leads: Callable[[], bool] = lambda: True, interval: float = 3600.0) -> Periodic:
+    """``sweep`` at start and then every ``interval`` seconds, as a runtime service.
+
+    ``leads`` says whether this daemon sweeps now: daemons that share a
+    data_dir (a network filesystem) share its archive too, and one of them
+    sweeps it (``db.leader.Leadership`` named for the data_dir).
+    """
 
     def run() -> None:
+        if not leads():
+            return
         removed = sweep(archive, staging_folders(), retention_days=retention_days, now=datetime.now(UTC))
         if any(removed.values()):
             log.info("retention_sweep", **removed)

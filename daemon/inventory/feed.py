@@ -12,12 +12,14 @@ Writing the plan is the database layer's job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 import polars as pl
 
+from daemon.inventory.skus import DECIMAL_ZERO
 from daemon.inventory.stock import MAX_QUANTITY
 
 ROWS_SCHEMA = pl.Schema({"row": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(),
@@ -33,7 +35,7 @@ PROBLEMS_SCHEMA = pl.Schema({"row": pl.Int64(), "sku": pl.Utf8(), "column": pl.U
 class FeedPolicy:
     mode: Literal["set", "adjust"] = "set"
     scope: Literal["partial", "full"] = "partial"
-    unknown_sku: Literal["reject_row", "create"] = "create"
+    unknown_sku: Literal["reject_row", "create"] = "reject_row"
     min_rows: int = 1
     max_zeroed_percent: float = 20.0
 
@@ -68,7 +70,8 @@ class FeedPlan:
         return self.writes.filter(pl.col("changed"))
 
 
-def _problems(frame: pl.DataFrame, column: str, value: pl.Expr, message: pl.Expr | str) -> pl.DataFrame:
+def _problems(frame: pl.DataFrame, column: str, value: pl.Expr,
+              message: pl.Expr | pl.Series | str) -> pl.DataFrame:
     msg = pl.lit(message) if isinstance(message, str) else message
     return frame.select(
         pl.col("row"), pl.col("sku"), pl.lit(column).alias("column"),
@@ -88,13 +91,17 @@ def plan_feed(
     orders_after: pl.DataFrame | None = None,
     covers: bool = False,
     invalid: pl.Series | None = None,
+    lookalikes: Mapping[str, str] | None = None,
 ) -> FeedPlan:
     """Plan one feed for one source.
 
     rows: the valid rows (row, sku, quantity, as_of); a null as_of means
     ``default_as_of`` (the file name's time or the receive time).
     current: this source's stock (sku, quantity, as_of).
-    catalog: every SKU the merchant knows (for ``unknown_sku = reject_row``).
+    catalog: the SKUs the merchant knows that are not in this source's stock
+    (for ``unknown_sku = reject_row``; the stock's own SKUs are known anyway).
+    lookalikes: for an unknown SKU, the catalogue SKU it may be a
+    spreadsheet-mangled form of (``skus.spreadsheet_key``), named in its row error.
     approved: a held full feed that a person approved skips the guard.
     orders_after: (sku, ordered_at, units) taken from this source by orders;
     a snapshot does not know the units sold after its as-of time, so they
@@ -115,15 +122,16 @@ def plan_feed(
     current = current.select(list(CURRENT_SCHEMA)).cast(CURRENT_SCHEMA)
     problems: list[pl.DataFrame] = []
 
-    if policy.unknown_sku == "reject_row":
-        known = rows.select(pl.col("sku").is_in(catalog.implode())).to_series()
-        unknown = rows.filter(~known)
-        if unknown.height:
-            problems.append(_problems(unknown, "sku", pl.col("sku"),
-                                      "unknown SKU: it is not in the merchant's catalogue"))
-        rows = rows.filter(known)
-
     joined, matched = _match(rows, current, keep_index=policy.scope == "full")
+
+    if policy.unknown_sku == "reject_row":
+        # In the source's stock, or in the catalogue: known. Only the rest is looked up.
+        is_unknown = pl.col("before").is_null() & ~pl.col("sku").is_in(catalog.implode())
+        unknown = joined.filter(is_unknown)
+        if unknown.height:
+            problems.append(_unknown_sku_problems(unknown, lookalikes or {}))
+            joined = joined.filter(~is_unknown)
+            rows = rows.filter(~pl.col("row").is_in(unknown.get_column("row").implode()))
 
     if policy.mode == "set":
         # Never overwrite newer data: a row older than what is stored is skipped.
@@ -215,6 +223,20 @@ def plan_feed(
     }
     return FeedPlan(writes=writes, stale=stale, problems=problem_frame, hold_reason=hold_reason,
                     counts=counts, covers_as_of=default_as_of if covers else None)
+
+
+def _unknown_sku_problems(unknown: pl.DataFrame, lookalikes: Mapping[str, str]) -> pl.DataFrame:
+    messages = []
+    for sku in unknown.get_column("sku").to_list():
+        known = lookalikes.get(sku)
+        if known is None:
+            messages.append(f"unknown SKU {sku!r}: it is not in the merchant's catalogue; only a source "
+                            f"with unknown_sku = \"create\" adds products")
+            continue
+        why = ("a spreadsheet may have added '.0'" if DECIMAL_ZERO.match(sku)
+               else "a spreadsheet may have dropped its leading zeros")
+        messages.append(f"unknown SKU {sku!r}; the catalogue has {known!r} ({why})")
+    return _problems(unknown, "sku", pl.col("sku"), pl.Series("message", messages, dtype=pl.Utf8))
 
 
 def _match(rows: pl.DataFrame, current: pl.DataFrame, *,

@@ -29,14 +29,16 @@ APPLIED = frozenset({UploadStatus.APPLIED, UploadStatus.APPLIED_WITH_ERRORS})
 
 
 def outcome(*, rows: int, errors: int, taken: int, reject_on_error: bool = False,
-            hold: str | None = None) -> tuple[UploadStatus, str | None]:
+            hold: str | None = None, repeated: int = 0) -> tuple[UploadStatus, str | None]:
     """The final status of a file that was read, and the reason when nothing is applied.
 
     ``rows`` counts the file's rows, ``errors`` its row errors, ``taken`` the
     rows that were valid and used (applied, unchanged, skipped as stale or
     as already imported). ``hold`` is why a full feed must wait for a
     person; ``reject_on_error`` is a source's ``on_row_error = reject_file``.
-    The message of an applied file is the caller's (what it did).
+    ``repeated`` counts the taken rows an idempotent file had applied before
+    (order lines imported, cancellations made): a file of nothing else is a
+    duplicate. The message of an applied file is the caller's (what it did).
     """
     if hold:
         return UploadStatus.HELD, hold
@@ -46,4 +48,7 @@ def outcome(*, rows: int, errors: int, taken: int, reject_on_error: bool = False
         return UploadStatus.REJECTED, f"{errors} row error(s); nothing applied (on_row_error = reject_file)"
     if errors and taken == 0:
         return UploadStatus.REJECTED, f"no valid rows: {errors} row error(s)"
+    if not errors and taken and repeated == taken:
+        return UploadStatus.DUPLICATE, ("every line was applied before (order lines and cancellations "
+                                        "are applied once by market, order and line)")
     return (UploadStatus.APPLIED_WITH_ERRORS if errors else UploadStatus.APPLIED), None

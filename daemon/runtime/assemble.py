@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from daemon import exitcodes
 from daemon.db import migrate
 from daemon.db.checkpoint import Checkpointer
 from daemon.db.engine import session_factory
+from daemon.db.leader import Leadership
 from daemon.db.sync import sync_with_config
 from daemon.errors import ConfigError, UserError
 from daemon.ingest.endpoints.factory import endpoint_services
@@ -26,14 +28,22 @@ log = get_logger(__name__)
 
 def build_services(settings: Settings, engine: Engine) -> list[Any]:
     sessions = session_factory(engine)
-    with sessions() as session, session.begin():
-        sync_with_config(session, settings, datetime.now(UTC))
-        book = SourceBook.load(session, settings)
+    for attempt in (1, 2):
+        try:
+            with sessions() as session, session.begin():
+                sync_with_config(session, settings, datetime.now(UTC))
+                book = SourceBook.load(session, settings)
+            break
+        except IntegrityError:
+            # Another daemon on the same database created the same merchant,
+            # source or market at the same moment: the second try finds them.
+            if attempt == 2:
+                raise
     for info in book:
         info.inbox.mkdir(parents=True, exist_ok=True)
         info.results.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(settings, sessions, book)
-    services = pipeline.services()
+    services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
     services.extend(endpoint_services(settings, pipeline, sessions))
     if engine.dialect.name == "sqlite":
         # First, so it stops last: the workers' final commits get checkpointed.

@@ -46,7 +46,8 @@ def planned(rows: pl.DataFrame, current: pl.DataFrame, catalog: list[str],
     stored = {s["sku"]: s for s in current.iter_rows(named=True)}
     writes, stale, unknown, named = [], [], 0, set()
     for r in rows.iter_rows(named=True):
-        if policy.unknown_sku == "reject_row" and r["sku"] not in catalog:
+        # The source's own stock is known: only the rest must be in the catalogue.
+        if policy.unknown_sku == "reject_row" and r["sku"] not in catalog and r["sku"] not in stored:
             unknown += 1
             continue
         named.add(r["sku"])

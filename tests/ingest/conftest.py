@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import stock as store
@@ -90,6 +90,8 @@ priority = 10
 [[merchants.sources]]
 name = "wh2"
 priority = 20
+[merchants.sources.feed]
+unknown_sku = "create"
 """
 
 
@@ -104,13 +106,21 @@ def parsers() -> Iterator[ParserPool]:
 def make_env(database: Database, tmp_path: Path, parsers: ParserPool) -> Iterator[Callable[..., IngestEnv]]:
     pipelines: list[Pipeline] = []
 
-    def make(feed: str = "", ingest: str = "", merchant_extra: str = "") -> IngestEnv:
+    def make(feed: str = "", ingest: str = "", merchant_extra: str = "", node: str | None = None,
+             engine: Engine | None = None) -> IngestEnv:
+        """An environment; ``node`` makes it another daemon on the same database, with a
+        data_dir (spool, archive) of its own."""
         import tomllib
 
+        # These tests bring their own SKUs: wh1 creates them unless a test says otherwise.
+        if "unknown_sku" not in feed:
+            feed = 'unknown_sku = "create"\n' + feed
         raw = tomllib.loads(f"[ingest]\n{ingest}\n" + SOURCES.format(feed=feed) + merchant_extra)
         raw["database"] = {"url": database.url}
+        if node is not None:
+            raw["node_id"], raw["data_dir"] = node, f"data-{node}"
         settings = parse_settings(raw, base=tmp_path)
-        sessions = session_factory(database.engine)
+        sessions = session_factory(engine or database.engine)
         with sessions() as s, s.begin():
             sync_config(s, settings, datetime.now(UTC))
             sync_markets(s, settings, datetime.now(UTC))

@@ -27,6 +27,7 @@ name = "acme"
 name = "wh1"
 [merchants.sources.feed]
 mode = "adjust"
+unknown_sku = "create"
 """
 
 

@@ -324,8 +324,8 @@ def test_the_cli_upload_uses_the_same_pipeline(tmp_path: Path, capsys) -> None: 
 def test_a_held_feed_is_approved_or_rejected_from_the_cli(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from tests.helpers import ONE_WAREHOUSE, run_cli, write_config
 
-    feed = '\n[merchants.sources.feed]\nscope = "full"\nmin_rows = 3'
-    cfg = write_config(tmp_path, ONE_WAREHOUSE.replace("priority = 10", "priority = 10" + feed))
+    feed = '\nscope = "full"\nmin_rows = 3'
+    cfg = write_config(tmp_path, ONE_WAREHOUSE.replace('unknown_sku = "create"', 'unknown_sku = "create"' + feed))
     assert run_cli(capsys, "-c", cfg, "db", "upgrade").code == 0
     full = tmp_path / "full.csv"
     full.write_text("sku,quantity\n" + "".join(f"S{i},3\n" for i in range(10)))

@@ -96,12 +96,6 @@ def load_rows(session: Session, source_id: int, as_of: str, joins: str) -> pl.Da
     return pl.concat(parts) if parts else pl.DataFrame(schema=_CURRENT_WIRE)
 
 
-def load_catalog(session: Session, merchant_id: int) -> pl.Series:
-    skus = session.execute(text("SELECT sku FROM products WHERE merchant_id = :m"),
-                           {"m": merchant_id}).scalars().all()
-    return pl.Series("sku", skus, dtype=pl.Utf8)
-
-
 def _resolve_ids(session: Session, merchant_id: int, writes: pl.DataFrame,
                  known: pl.DataFrame | None) -> pl.DataFrame:
     """``writes`` with ``product_id`` (null where the product does not exist yet)."""

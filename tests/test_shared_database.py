@@ -1,0 +1,181 @@
+"""Two daemons on one PostgreSQL, as real processes: every file is applied once.
+
+Each daemon has a data_dir (spool, archive) of its own and so a node id of its
+own; they share the database, and in the last case a drop folder.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import Database
+
+pytestmark = pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                                     indirect=True)
+WAIT = 60.0
+
+
+class Daemon:
+    """``stockdrop run`` in a process of its own, with a config of its own."""
+
+    def __init__(self, home: Path, database_url: str, drop_folder: Path | None = None) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        folder = f'drop_folder = "{drop_folder}"\n' if drop_folder else ""
+        self.config = home / "stockdrop.toml"
+        self.config.write_text(
+            f'data_dir = "data"\n[database]\nurl = "{database_url}"\n'
+            "[ingest]\nsettle_seconds = 0.2\nreconcile_seconds = 1\n"
+            '[[merchants]]\nname = "acme"\n[[merchants.sources]]\nname = "wh1"\n' + folder
+            + '[merchants.sources.feed]\nmode = "adjust"\nunknown_sku = "create"\n')
+        self.inbox = drop_folder or home / "data" / "sources" / "acme" / "wh1" / "inbox"
+        self.proc: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> Daemon:
+        self._ready.clear()
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(self.config), "run",
+                                      "--log-format", "json"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        assert self._ready.wait(WAIT), "the daemon did not get ready"
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"event": "ready"' in line:
+                self._ready.set()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(WAIT) == 0
+        self.proc = None
+
+    def drop(self, name: str, body: str) -> None:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        part = self.inbox / f"{name}.part"
+        part.write_text(body)
+        part.rename(self.inbox / name)
+
+
+@pytest.fixture
+def daemons(database: Database, tmp_path: Path) -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.stop()
+
+
+def _feed(i: int) -> str:
+    return f"sku,quantity\nA,{i + 1}\n"  # an adjust feed: A goes up by i + 1
+
+
+def _uploads(database: Database) -> list[tuple[str, str | None]]:
+    with database.engine.connect() as conn:
+        return [(s, n) for s, n in conn.execute(text("SELECT status, node FROM uploads ORDER BY id"))]
+
+
+def _settled(database: Database, count: int) -> list[tuple[str, str | None]]:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        rows = _uploads(database)
+        if len(rows) >= count and all(s not in ("received", "processing") for s, _ in rows):
+            return rows
+        time.sleep(0.2)
+    raise AssertionError(f"uploads did not settle: {_uploads(database)}")
+
+
+def _stock(database: Database) -> int | None:
+    with database.engine.connect() as conn:
+        return conn.execute(text("SELECT quantity FROM stock")).scalar()
+
+
+def test_the_same_files_sent_to_both_daemons_at_once_are_each_applied_once(
+        database: Database, tmp_path: Path, daemons: list[Daemon]) -> None:
+    one, two = (Daemon(tmp_path / name, database.url) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    for i in range(20):
+        one.drop(f"f{i:02d}.csv", _feed(i))
+        two.drop(f"f{i:02d}.csv", _feed(i))
+    rows = _settled(database, 40)
+    assert sorted(s for s, _ in rows).count("applied") == 20
+    assert sorted(s for s, _ in rows).count("duplicate") == 20
+    assert _stock(database) == sum(i + 1 for i in range(20))
+    assert len({n for _, n in rows}) == 2  # each daemon recorded itself
+
+
+def test_distinct_files_split_across_two_daemons_are_all_applied(
+        database: Database, tmp_path: Path, daemons: list[Daemon]) -> None:
+    one, two = (Daemon(tmp_path / name, database.url) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    for i in range(20):
+        (one if i % 2 else two).drop(f"f{i:02d}.csv", _feed(i))
+    rows = _settled(database, 20)
+    assert [s for s, _ in rows] == ["applied"] * 20
+    assert _stock(database) == sum(i + 1 for i in range(20))
+
+
+def test_restarting_one_daemon_leaves_the_others_unfinished_uploads_alone(
+        database: Database, tmp_path: Path, daemons: list[Daemon]) -> None:
+    one, two = (Daemon(tmp_path / name, database.url) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    with database.engine.connect() as blocker:
+        # Hold the source's lock: two's first file waits in "processing", its second in "received".
+        blocker.execute(text("SELECT id FROM sources WHERE name = 'wh1' FOR NO KEY UPDATE"))
+        two.drop("a.csv", _feed(0))
+        deadline = time.monotonic() + WAIT
+        while sorted(s for s, _ in _uploads(database)) != ["processing"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        two.drop("b.csv", _feed(1))
+        while sorted(s for s, _ in _uploads(database)) != ["processing", "received"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(s for s, _ in _uploads(database)) == ["processing", "received"]
+        one.stop()
+        one.start()  # its recovery runs at start
+        time.sleep(1)
+        assert sorted(s for s, _ in _uploads(database)) == ["processing", "received"]
+        blocker.rollback()  # two may go on
+    rows = _settled(database, 2)
+    assert [s for s, _ in rows] == ["applied", "applied"]
+    assert _stock(database) == 1 + 2
+
+
+def test_a_drop_folder_both_daemons_watch_gives_each_file_to_one_of_them(
+        database: Database, tmp_path: Path, daemons: list[Daemon]) -> None:
+    shared = tmp_path / "shared-inbox"
+    shared.mkdir()
+    one, two = (Daemon(tmp_path / name, database.url, drop_folder=shared) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    for i in range(20):
+        one.drop(f"f{i:02d}.csv", _feed(i))
+    rows = _settled(database, 20)
+    time.sleep(2)  # a second claim of a file would show as a 21st upload
+    rows = _uploads(database)
+    assert [s for s, _ in rows] == ["applied"] * 20, rows
+    assert _stock(database) == sum(i + 1 for i in range(20))
+    assert not any(shared.iterdir())
+
+
+def test_every_upload_names_the_daemon_that_holds_it(database: Database, tmp_path: Path,
+                                                     daemons: list[Daemon]) -> None:
+    one = Daemon(tmp_path / "one", database.url)
+    daemons.append(one.start())
+    one.drop("f.csv", _feed(0))
+    [(status, node)] = _settled(database, 1)
+    assert status == "applied" and node is not None and node.endswith(tuple("0123456789abcdef"))
+    out = subprocess.run([sys.executable, "-m", "daemon", "-c", str(one.config), "history", "--json"],
+                         check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout)["uploads"][0]["status"] == "applied"
