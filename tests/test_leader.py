@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from tests.conftest import Database
 
 
 def test_one_daemon_leads_and_another_takes_over_when_it_goes(database: Database) -> None:
-    first, second = Leadership(database.engine, "exports"), Leadership(database.engine, "exports")
-    other_work = Leadership(database.engine, "reports")
+    # Advisory locks are the server's, not a schema's: names of this test's own.
+    work = f"exports-{uuid.uuid4().hex}"
+    first, second = Leadership(database.engine, work), Leadership(database.engine, work)
+    other_work = Leadership(database.engine, f"reports-{uuid.uuid4().hex}")
     try:
         assert first.is_leader()
         if database.kind == "sqlite":
@@ -28,7 +31,7 @@ def test_one_daemon_leads_and_another_takes_over_when_it_goes(database: Database
         with database.engine.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
                               "WHERE locktype = 'advisory' AND objid = :low"),
-                         {"low": lock_key("exports") & 0xFFFFFFFF})
+                         {"low": lock_key(work) & 0xFFFFFFFF})
             conn.commit()
         assert first.is_leader()
         assert not second.is_leader()

@@ -55,6 +55,7 @@ class Leadership:
                 held = self._engine.raw_connection()
                 held.detach()  # its own session: never handed to anyone else by the pool
                 conn: Any = held.dbapi_connection  # psycopg's Connection
+                conn.rollback()  # the pool's pre-ping may have left a transaction open
                 conn.autocommit = True
                 got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
             except Exception:
