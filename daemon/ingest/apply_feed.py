@@ -27,7 +27,7 @@ from daemon.formats.cells import unescape_text_columns
 from daemon.formats.feeds import ParsedFeed, ParseOptions
 from daemon.ingest.outcomes import Outcome, finish, finish_alone, outcome_of
 from daemon.ingest.sources import SourceBook, SourceInfo
-from daemon.ingest.stock_store import StockStore
+from daemon.ingest.stock_store import StockStore, StockTransaction
 from daemon.inventory.feed import FeedPlan, FeedPolicy, covers_source, plan_feed
 from daemon.inventory.uploads import UploadStatus, outcome
 from daemon.settings import IngestSettings
@@ -102,7 +102,7 @@ class FeedApplier:
 
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
                warnings: list[str], approved: bool,
-               stock: Any) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
+               stock: StockTransaction) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
         """Plan and apply in one transaction."""
         now = self._clock()
         row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
