@@ -40,10 +40,27 @@ class TestFault(BaseException):
     """Raised inside a worker by the ``fault="raise"`` test hook (like a panic)."""
 
 
-def _serve(fd: int) -> None:
+def _die_with(parent: int) -> None:
+    """End this worker as soon as its parent is gone, even in the middle of a parse.
+
+    A worker runs in a session of its own (so a terminal's Ctrl-C does not
+    reach it), so nothing else stops it when the daemon or a one-shot
+    ``stockdrop upload`` is killed: it would parse on at full CPU for nobody.
+    The pipe cannot tell it either while it parses. An orphan is adopted by
+    another process, so its parent pid changes; the native readers release
+    the GIL, so this thread runs during a parse.
+    """
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _serve(fd: int, parent: int | None = None) -> None:
     """Entry point of a worker process (started by ``_Worker``)."""
     import resource
 
+    if parent is not None:
+        threading.Thread(target=_die_with, args=(parent,), name="die-with-parent", daemon=True).start()
     conn = Connection(fd)
 
     # Warm the imports before the first file.
@@ -149,7 +166,7 @@ class _Worker:
         # The allocator setting (daemon/__init__.py) comes with os.environ: an
         # idle worker returns the last big file's memory while the daemon
         # applies it.
-        code = f"from daemon.ingest.contained import _serve; _serve({child.fileno()})"
+        code = f"from daemon.ingest.contained import _serve; _serve({child.fileno()}, {os.getpid()})"
         self.process = subprocess.Popen(
             [sys.executable, "-c", code], pass_fds=(child.fileno(),), env=env,
             stdin=subprocess.DEVNULL, start_new_session=True,

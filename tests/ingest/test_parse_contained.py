@@ -142,3 +142,51 @@ def test_an_order_file_that_panics_or_hangs_the_worker_is_a_feed_error_and_the_n
     with pytest.raises(FeedError, match="did not finish"), contained.ParserPool(1, timeout_s=1) as quick:
         quick.read_orders(orders, fault="hang")
     assert len(pool.read_orders(orders).rows) == 1
+
+
+_ORPHAN = """
+import sys, threading
+from pathlib import Path
+from daemon.formats.feeds import ParseOptions
+from daemon.ingest.contained import ParserPool
+pool = ParserPool(1, timeout_s=3600)
+pool.warm(wait_s=60)
+(worker,) = pool._all
+threading.Thread(target=pool.parse, args=(Path(sys.argv[1]), ParseOptions()), kwargs={"fault": "hang"},
+                 daemon=True).start()
+print(worker.process.pid, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_worker_dies_with_its_parent_even_in_the_middle_of_a_parse(good) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(good)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        time.sleep(0.5)  # the worker is in its (endless) parse now
+        os.kill(worker, 0)  # alive
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            # a zombie waiting for its new parent to reap it is dead too
+            with open(f"/proc/{worker}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    return
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the parser worker outlived its parent by 5 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
