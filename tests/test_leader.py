@@ -27,9 +27,10 @@ def test_one_daemon_leads_and_another_takes_over_when_it_goes(database: Database
         assert other_work.is_leader()  # another name is another lock
         first.release()
         assert second.is_leader() and not first.is_leader()
-        # The leader's session dies (a crash, the network): the lock goes with it.
+        # The leader's session dies (a crash, the network): the lock goes with it,
+        # once its backend has exited (the timeout makes the call wait for that).
         with database.engine.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
+            conn.execute(text("SELECT pg_terminate_backend(pid, 10000) FROM pg_locks "
                               "WHERE locktype = 'advisory' AND objid = :low"),
                          {"low": lock_key(work) & 0xFFFFFFFF})
             conn.commit()
