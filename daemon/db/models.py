@@ -78,7 +78,10 @@ class Product(Base):
     __table_args__ = (UniqueConstraint("merchant_id", "sku", name="uq_products_merchant_sku"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
+    # No foreign key: a first load would pay a check per new product
+    # (migration 0011 has the measurements); every writer takes the id from
+    # the merchant row it has just read.
+    merchant_id: Mapped[int] = mapped_column(Integer)
     sku: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCMicros())
 
