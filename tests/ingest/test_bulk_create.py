@@ -12,7 +12,7 @@ import io
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from daemon.db.bulk import sqlite as bulk_sqlite
 from daemon.db.models import LedgerEntry, Product, Stock
@@ -113,6 +113,79 @@ def test_a_second_merchant_source_reuses_the_products_the_first_created(make_env
     assert out.status == "applied"
     with env.sessions() as s:
         assert sorted(s.scalars(select(Product.sku)).all()) == ["new", "plain", "ünï"]
+
+
+@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_a_sku_another_source_creates_during_a_first_load_keeps_one_product(make_env, database,
+                                                                            monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The lock is per source: wh2 may create a SKU between wh1's catalogue read and its COPY.
+
+    wh1's COPY of products then fails on the unique key; nothing of it may
+    remain, and its rows go through the stage, taking wh2's product.
+    """
+    from sqlalchemy import text
+
+    from daemon.db.bulk.postgres import PostgresBulk
+    from daemon.db.models import Merchant
+
+    env = make_env()
+    real = PostgresBulk.reserve_ids
+
+    def race(self, session, writes, new):  # type: ignore[no-untyped-def]
+        # Another transaction (another source's apply) creates "plain" and commits, now.
+        with database.engine.connect() as other, other.begin():
+            merchant = other.execute(select(Merchant.id).where(Merchant.name == "acme")).scalar_one()
+            other.execute(text("INSERT INTO products (merchant_id, sku, created_at) VALUES (:m, 'plain', now())"),
+                          {"m": merchant})
+        return real(self, session, writes, new)
+
+    monkeypatch.setattr(PostgresBulk, "reserve_ids", race)
+    unstaged: list[bool] = []
+    real_create = PostgresBulk.create_unstaged
+
+    def spy(self, *args, **kw):  # type: ignore[no-untyped-def]
+        created = real_create(self, *args, **kw)
+        unstaged.append(created is not None)
+        return created
+
+    monkeypatch.setattr(PostgresBulk, "create_unstaged", spy)
+    rows = [("plain", 1), ("ünï", 2), ("007", 3)]
+    out = env.upload("first.csv", feed(rows), received_at=T1)
+    monkeypatch.setattr(PostgresBulk, "reserve_ids", real)
+    assert (out.status, out.counts["applied"]) == ("applied", 3)
+    assert env.quantities() == dict(rows)
+    with env.sessions() as s:
+        products = s.execute(select(Product.sku, Product.id)).all()
+        assert sorted(sku for sku, _ in products) == ["007", "plain", "ünï"]  # "plain" once
+        stock = dict(s.execute(select(Stock.product_id, Stock.quantity)
+                               .where(Stock.source_id == env.source().id)).all())
+        assert {sku: stock[pid] for sku, pid in products} == dict(rows)
+        ledger = s.execute(select(Product.sku, LedgerEntry.after)
+                           .join(Product, Product.id == LedgerEntry.product_id)).all()
+        assert sorted(ledger) == sorted(rows)
+    assert unstaged == [False]  # the COPY gave way, and the stage wrote them
+    # The daemon's copy of the stock took wh2's id for "plain": a change to it lands there.
+    again = env.upload("again.csv", feed([("plain", 5), ("ünï", 2), ("007", 3)]), received_at=T2)
+    assert (again.status, again.counts["applied"], again.counts["unchanged"]) == ("applied", 1, 2)
+    assert env.quantities() == {"plain": 5, "ünï": 2, "007": 3}
+
+
+@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_ids_the_sequence_hands_out_with_gaps_are_each_used_once(make_env, database) -> None:  # type: ignore[no-untyped-def]
+    """Another session's nextval between ours leaves gaps; then each id is fetched, not assumed."""
+    from sqlalchemy import text
+
+    env = make_env()
+    with database.engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE products_id_seq INCREMENT BY 3"))  # a gap after every id
+    rows = [(f"S-{i}", i) for i in range(1, 40)]
+    out = env.upload("first.csv", feed(rows), received_at=T1)
+    assert (out.status, out.counts["applied"]) == ("applied", 39)
+    assert env.quantities() == dict(rows)
+    with env.sessions() as s:
+        ids = s.scalars(select(Product.id)).all()
+        assert len(set(ids)) == 39 and all((i - ids[0]) % 3 == 0 for i in ids)
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 39
 
 
 @pytest.mark.parametrize("values", [SKUS, [s for s in SKUS if "\t" not in s], [], ['"', "\\", '\\"', ""]])

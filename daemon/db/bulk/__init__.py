@@ -16,7 +16,7 @@ What keeps it fast (each measured with ``python -m bench ingest``):
 - The staged row carries the product id, so the ledger and stock statements
   are plain scans of the stage, not joins on ``products (merchant_id, sku)``.
   Known ids come from ``load_current``; on SQLite new products get theirs
-  before staging, on PostgreSQL from the sequence.
+  before they are written, on PostgreSQL from the sequence as they are.
 - Rows are staged ordered by product id, so stock and ledger index inserts
   append instead of splitting pages all over the tree.
 - On SQLite, new products (all of a first load) skip the stage: their SKUs
@@ -162,6 +162,13 @@ def _move_as_of(session: Session, source_id: int, writes: pl.DataFrame, current:
     return writes.filter(~only_as_of)
 
 
+def _with_ids(written: pl.DataFrame, created: pl.DataFrame) -> pl.DataFrame:
+    """``written`` with the ids of the products ``created`` (sku, product_id) where it had none."""
+    return (written.join(created.select("sku", pl.col("product_id").alias("_id")), on="sku", how="left",
+                         maintain_order="left")
+            .with_columns(pl.coalesce("product_id", "_id").alias("product_id")).drop("_id"))
+
+
 def write_plan(
     session: Session, source: Source, writes: pl.DataFrame, *,
     reference: str, actor: str, now: datetime, current: pl.DataFrame | None = None,
@@ -210,8 +217,13 @@ def write_plan(
         writes = _move_as_of(session, source_id, writes, current, default_as_of)
         if writes.height == 0:
             return written
-    if n_new and dialect.create_unstaged(session, writes.filter(pl.col("_new")), top, merchant_id=merchant_id,
-                                         source_id=source_id, now=now, reference=reference, actor=actor):
+    created = None
+    if n_new:
+        created = dialect.create_unstaged(session, writes.filter(pl.col("_new")), top, merchant_id=merchant_id,
+                                          source_id=source_id, now=now, reference=reference, actor=actor)
+    if created is not None:
+        if written.get_column("product_id").has_nulls():  # the database gave the ids (PostgreSQL)
+            written = _with_ids(written, created)
         writes, n_new = writes.filter(~pl.col("_new")), 0
         if writes.height == 0:
             return written

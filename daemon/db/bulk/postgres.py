@@ -1,13 +1,18 @@
-"""PostgreSQL's side of the bulk apply: COPY into the stage, ids from the sequence.
+"""PostgreSQL's side of the bulk apply: COPY, ids reserved from the sequence.
 
-New products get their ids from the sequence and come back through
-``RETURNING``; other writers of the merchant's products may run at the same
-time (the lock is per source, ``db.stock.lock_source``).
+A first load COPYs its products, stock and ledger straight into their
+tables (``create_unstaged``), with no stage to write, update and read back:
+the products take their ids from the sequence as they are copied, and the
+stock and ledger rows take them from there. Other writers of the merchant's products may run at
+the same time (the lock is per source, ``db.stock.lock_source``): where one
+of them created one of the same SKUs first, the COPY fails on the unique key
+inside a savepoint, and the rows go through the stage instead, whose insert
+keeps the first creator's product (``insert_new_products``).
 """
 
 from __future__ import annotations
 
-import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,11 +20,16 @@ import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from daemon.db.bulk import pgbinary
 from daemon.db.engine import driver_connection as dbapi
 
 STAGE = "feed_stage"
 _SLICE = 100_000  # rows per fetchmany
 NEW = 4  # the staged flag of a product created by this plan (``bulk.NEW``)
+_UNIQUE_VIOLATION = "23505"
+# The stage's columns as its CREATE below declares them.
+_STAGE_KINDS: dict[str, pgbinary.Kind] = {"product_id": "int8", "sku": "text", "before": "int4",
+                                           "after": "int4", "flag": "int2", "as_of": "timestamptz"}
 
 
 class PostgresBulk:
@@ -33,10 +43,39 @@ class PostgresBulk:
         return None  # the row-by-row read
 
     def reserve_ids(self, session: Session, writes: pl.DataFrame, new: pl.Expr) -> tuple[pl.DataFrame, int]:
-        return writes, 0  # the sequence gives them when the products are inserted
+        return writes, 0  # the sequence gives them as the products are written
 
-    def create_unstaged(self, session: Session, new: pl.DataFrame, top: int, **kw: Any) -> bool:
-        return False
+    def create_unstaged(self, session: Session, new: pl.DataFrame, top: int, *, merchant_id: int,
+                        source_id: int, now: datetime, reference: str, actor: str) -> pl.DataFrame | None:
+        """COPY the new products, their stock and their ledger rows straight into the tables.
+
+        Most of a first load. Returns the products' (sku, product_id); None,
+        with nothing written, where another writer created one of the SKUs
+        first (see the module docstring).
+        """
+        if new.height == 0:
+            return None
+        at = pl.lit(now.astimezone(UTC)).dt.cast_time_unit("us").alias("at")
+        try:
+            with session.begin_nested():
+                copy_binary(session, "products (merchant_id, sku, created_at)",
+                            new.select(pl.lit(merchant_id).alias("m"), "sku", at), ("int4", "text", "timestamptz"))
+        except Exception as exc:  # psycopg's UniqueViolation, not imported where SQLite runs
+            if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
+                raise
+            return None
+        new = new.with_columns(_copied_ids(session, new.get_column("sku"), merchant_id).alias("product_id"))
+        copy_binary(session, "stock (source_id, product_id, quantity, as_of, updated_at)", new.select(
+            pl.lit(source_id).alias("src"), "product_id", "after", "as_of", at),
+            ("int4", "int4", "int4", "timestamptz", "timestamptz"))
+        # For a new product, before is "nothing" (0 in the ledger).
+        copy_binary(session, "ledger (source_id, product_id, before, after, reason, reference, actor, at)",
+                    new.filter(pl.col("changed")).select(
+                        pl.lit(source_id).alias("src"), "product_id", pl.col("before").fill_null(0), "after",
+                        pl.when(pl.col("zeroed")).then(pl.lit("feed_zeroed")).otherwise(pl.lit("feed")).alias("r"),
+                        pl.lit(reference).alias("ref"), pl.lit(actor).alias("actor"), at),
+                    ("int4", "int4", "int4", "int4", "text", "text", "text", "timestamptz"))
+        return new.select("sku", "product_id")
 
     def load_keys(self, session: Session, keys: pl.Series) -> None:
         conn = session.connection()
@@ -50,9 +89,7 @@ class PostgresBulk:
         return value.astimezone(UTC)
 
     def stage_columns(self) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-        return (pl.col("before"),
-                pl.col("as_of").dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
-                pl.col("sku"))
+        return pl.col("before"), pl.col("as_of"), pl.col("sku")
 
     def stage(self, session: Session, frame: pl.DataFrame) -> None:
         conn = session.connection()
@@ -60,40 +97,86 @@ class PostgresBulk:
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (product_id BIGINT, sku TEXT NOT NULL, "
             f"before INTEGER, after INTEGER NOT NULL, flag SMALLINT NOT NULL, as_of TIMESTAMPTZ)")
         conn.exec_driver_sql(f"TRUNCATE {STAGE}")
-        buf = io.BytesIO()
-        frame.write_csv(buf, include_header=False, null_value="")
-        with dbapi(session).cursor() as cur, cur.copy(
-            f"COPY {STAGE} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT csv)"
-        ) as copy:
-            copy.write(buf.getvalue())
+        # New products (only where ``create_unstaged`` gave way to another
+        # writer) are staged with ids taken now: their insert keeps them.
+        new = pl.col("flag") & NEW != 0
+        missing = frame.select((new & pl.col("product_id").is_null()).sum()).item()
+        if missing:
+            ids = _reserve(session, missing)
+            position = (pl.col("product_id").is_null() & new).cast(pl.Int64).cum_sum() - 1
+            frame = frame.with_columns(pl.when(new & pl.col("product_id").is_null())
+                                       .then(ids.gather(frame.select(position.clip(0)).to_series()))
+                                       .otherwise(pl.col("product_id")).alias("product_id"))
+        copy_binary(session, f"{STAGE} ({', '.join(frame.columns)})", frame,
+                    [_STAGE_KINDS[c] for c in frame.columns])
 
     def insert_new_products(self, session: Session, params: dict[str, Any],
                             written: pl.DataFrame) -> pl.DataFrame:
-        # The new ids come back through RETURNING and a hash join with the
-        # stage, not by probing the products index once per row.
+        # The staged new rows carry their reserved ids. Another source of
+        # the merchant may have created some of the same SKUs first (the
+        # lock is per source): those keep the first one's product, and
+        # their staged rows (and ``written``) take its id.
         session.execute(text(
-            f"WITH created AS (INSERT INTO products (merchant_id, sku, created_at) "
-            f"SELECT :m, sku, :now FROM {STAGE} WHERE product_id IS NULL "
-            f"ON CONFLICT (merchant_id, sku) DO NOTHING RETURNING id, sku) "
-            f"UPDATE {STAGE} s SET product_id = created.id FROM created "
-            f"WHERE s.sku = created.sku"), params)
-        # Another source of the merchant may create the same SKU at the same
-        # time (the lock is per source): whoever is second (DO NOTHING above)
-        # keeps the first one's product.
+            f"INSERT INTO products (id, merchant_id, sku, created_at) "
+            f"SELECT product_id, :m, sku, :now FROM {STAGE} WHERE flag & :new <> 0 "
+            f"ON CONFLICT (merchant_id, sku) DO NOTHING"), params)
         session.execute(text(
-            f"UPDATE {STAGE} s SET product_id = p.id FROM products p "
-            f"WHERE s.product_id IS NULL AND p.merchant_id = :m AND p.sku = s.sku"), params)
+            f"UPDATE {STAGE} s SET product_id = p.id FROM products p WHERE s.flag & :new <> 0 "
+            f"AND p.merchant_id = :m AND p.sku = s.sku AND p.id <> s.product_id"), params)
         return _with_created_ids(session, written)
 
 
+def _copied_ids(session: Session, skus: pl.Series, merchant_id: int) -> pl.Series:
+    """The ids the sequence gave the products just COPYed, in their order.
+
+    nextval rises with each row, so they are contiguous, from the first
+    SKU's id to the session's currval, unless another session took ids in
+    between: then they are read back.
+    """
+    with dbapi(session).cursor() as cur:
+        cur.execute("SELECT currval(pg_get_serial_sequence('products', 'id')), "
+                    "(SELECT id FROM products WHERE merchant_id = %s AND sku = %s)", (merchant_id, skus.item(0)))
+        last, first = cur.fetchone()
+        if last - first + 1 == skus.len():
+            return pl.int_range(first, last + 1, dtype=pl.Int64, eager=True)
+        cur.execute("SELECT sku, id FROM products WHERE merchant_id = %s AND id BETWEEN %s AND %s",
+                    (merchant_id, first, last))
+        ids = pl.DataFrame(cur.fetchall(), orient="row", schema={"sku": pl.Utf8(), "id": pl.Int64()})
+    return skus.to_frame("sku").join(ids, on="sku", how="left", maintain_order="left").get_column("id")
+
+
+def _reserve(session: Session, n: int) -> pl.Series:
+    """``n`` new products' ids, taken from the sequence (possibly with gaps)."""
+    with dbapi(session).cursor() as cur:
+        # The sequence's name first: pg_get_serial_sequence inside the query would run per row.
+        cur.execute("SELECT pg_get_serial_sequence('products', 'id')")
+        (sequence,) = cur.fetchone()
+        cur.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (sequence, n))
+        return pl.Series([v for (v,) in cur.fetchall()], dtype=pl.Int64)
+
+
+def copy_binary(session: Session, target: str, frame: pl.DataFrame, kinds: Sequence[pgbinary.Kind]) -> None:
+    """COPY a frame's rows into ``target`` ("table (columns)") in the binary format (``pgbinary``).
+
+    Through psycopg's queued writer: a thread of its own sends each chunk
+    while the next is encoded here, so the encoding hides behind the
+    server's work instead of adding to it (about 1 s of a million rows).
+    """
+    from psycopg.copy import QueuedLibpqWriter  # only where PostgreSQL runs
+
+    cur = dbapi(session).cursor()
+    with cur, cur.copy(f"COPY {target} FROM STDIN WITH (FORMAT binary)", writer=QueuedLibpqWriter(cur)) as copy:
+        for chunk in pgbinary.chunks(frame, kinds):
+            copy.write(chunk)
+
+
 def _with_created_ids(session: Session, written: pl.DataFrame) -> pl.DataFrame:
-    """``written`` with the ids the products created in this transaction got."""
+    """``written`` with the ids the staged new rows ended with."""
     schema = {"sku": pl.Utf8(), "_id": pl.Int64()}
     with dbapi(session).cursor() as cur:
         cur.execute(f"SELECT sku, product_id FROM {STAGE} WHERE flag & %s <> 0", (NEW,))
-        # In slices: a first load creates a million.
         parts = [pl.DataFrame(rows, orient="row", schema=schema)
                  for rows in iter(lambda: cur.fetchmany(_SLICE), [])]
     created = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     return (written.join(created, on="sku", how="left", maintain_order="left")
-            .with_columns(pl.coalesce("product_id", "_id").alias("product_id")).drop("_id"))
+            .with_columns(pl.coalesce("_id", "product_id").alias("product_id")).drop("_id"))

@@ -49,8 +49,8 @@ class SqliteBulk:
             pl.when(new).then(pl.lit(top, pl.Int64) + new.cast(pl.Int64).cum_sum())
             .otherwise(pl.col("product_id")).alias("product_id")), top
 
-    def create_unstaged(self, session: Session, new: pl.DataFrame, top: int, **kw: Any) -> bool:
-        return create_unstaged(session, new, top, **kw)
+    def create_unstaged(self, session: Session, new: pl.DataFrame, top: int, **kw: Any) -> pl.DataFrame | None:
+        return new.select("sku", "product_id") if create_unstaged(session, new, top, **kw) else None
 
     def load_keys(self, session: Session, keys: pl.Series) -> None:
         cur = dbapi(session).cursor()
