@@ -174,6 +174,76 @@ class SourceSettings(_Model):
     pull: PullSettings | None = None
 
 
+EXPORT_FORMATS = ("csv", "amazon_price_quantity", "amazon_inventory_loader", "ebay_revise", "walmart_json")
+
+
+class ExportSettings(_Model):
+    """Where and how a market is sent its quantities (``[merchants.markets.export]``).
+
+    ``transport = "dir"`` writes into a local ``folder`` (a tool of the
+    merchant's uploads it from there); ``ftp``, ``ftps`` and ``sftp`` deliver
+    to ``folder`` on the market's server. A delta (the listings whose quantity
+    moved since the last delivery) goes ``debounce_seconds`` after a change,
+    and at least every ``delta_every_seconds``; a full feed (every listing)
+    every ``full_every_seconds``, and on demand (``stockdrop export --full``).
+    """
+
+    transport: Literal["dir", "ftp", "ftps", "sftp"] = "dir"
+    folder: str
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: Path | None = None
+    key_file: Path | None = None  # sftp: a private key (OpenSSH format)
+    key_passphrase_env: str | None = None
+    known_hosts: Path | None = None  # sftp: the server's host key is pinned, never learned
+    host_key_fingerprint: str | None = None  # "SHA256:..." as ssh-keygen -lf prints it
+    format: str = "csv"
+    # Format options (csv: columns, delimiter, escape_formulas; ebay_revise:
+    # site_id, country, currency, spelling), passed to the writer as text.
+    options: dict[str, str] = Field(default_factory=dict)
+    # {market}, {kind} (delta or full), {timestamp} (UTC, 20261202T051500Z),
+    # {delivery} (the outbox number: unique per delivery) and {ext}.
+    file_name: str = "{market}-{kind}-{timestamp}-{delivery}.{ext}"
+    done_marker: str | None = None  # e.g. "{name}.done": written after the file
+    debounce_seconds: float = Field(default=5.0, ge=0)
+    delta_every_seconds: float | None = Field(default=900.0, gt=0)
+    full_every_seconds: float | None = Field(default=86400.0, gt=0)
+    failing_after: int = Field(default=5, ge=1)  # failed tries before the market is marked failing
+    retry_max_seconds: float = Field(default=300.0, gt=0)  # the backoff's cap
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> ExportSettings:
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError(f"format: unknown format {self.format!r} (known: {', '.join(EXPORT_FORMATS)})")
+        if "{delivery}" not in self.file_name:
+            raise ValueError("file_name must contain {delivery}: every delivery needs a name of its own")
+        if self.done_marker is not None and "{name}" not in self.done_marker:
+            raise ValueError("done_marker must contain {name} (the delivered file's name)")
+        if self.transport == "dir":
+            return self
+        if self.host is None or self.user is None:
+            raise ValueError(f"transport {self.transport!r} needs host and user")
+        password = _read_secret(self.password, self.password_env, self.password_file, "password")
+        if self.transport == "sftp":
+            if password is None and self.key_file is None:
+                raise ValueError("give a password (password, password_env or password_file) or key_file")
+            if self.known_hosts is None and self.host_key_fingerprint is None:
+                raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
+            if self.host_key_fingerprint and not self.host_key_fingerprint.startswith("SHA256:"):
+                raise ValueError("host_key_fingerprint must look like SHA256:... (ssh-keygen -lf)")
+        elif password is None:
+            raise ValueError(f"transport {self.transport!r} needs a password (password, password_env or "
+                             f"password_file)")
+        return self
+
+    def resolved_password(self) -> str | None:
+        return _read_secret(self.password, self.password_env, self.password_file, "password")
+
+
 class MarketSettings(_Model):
     """A marketplace the merchant sells on: which sources feed it, and its channel rules."""
 
@@ -185,6 +255,7 @@ class MarketSettings(_Model):
     maximum: int | None = Field(default=None, ge=0)
     minimum: int = Field(default=0, ge=0)
     restock: Literal["always", "never", "by_origin"] = "by_origin"
+    export: ExportSettings | None = None
 
 
 class MerchantSettings(_Model):
@@ -351,6 +422,11 @@ class Settings(_Model):
                 return merchant
         raise NotFound(f"no merchant named {name!r} in the configuration")
 
+    def export_targets(self) -> list[tuple[str, str, ExportSettings]]:
+        """(merchant, market, export settings) of every market with an ``[export]``."""
+        return [(m.name, market.name, market.export) for m in self.merchants for market in m.markets
+                if market.export is not None]
+
     def source_folder(self, merchant: str, source: SourceSettings) -> Path:
         """The folder that holds a source's inbox/ and results/."""
         if source.drop_folder is not None:
@@ -423,6 +499,12 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
                     fix(source, ("drop_folder",))
                     if isinstance(source.get("pull"), dict):
                         fix(source["pull"], ("password_file", "key_file", "known_hosts"))
+            for market in merchant.get("markets") or []:
+                export = market.get("export") if isinstance(market, dict) else None
+                if isinstance(export, dict):
+                    fix(export, ("password_file", "key_file", "known_hosts"))
+                    if export.get("transport", "dir") == "dir":
+                        fix(export, ("folder",))
 
 
 def _file_checks(raw: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "template": ("ingest", "template_command", "Write the Quantity Update template: every SKU of the source and its quantity."),
     "market": ("markets", "market_group", "Markets: which sources feed them, their channel rules, their listings."),
     "orders": ("orders", "orders", "Imported order lines, newest first."),
+    "export": ("exports", "export", "Send MARKET its delta now (or its full feed with --full), after any delivery still owed to it."),
+    "exports": ("exports", "exports", "The exports outbox, newest first: delivered, owed, failing."),
     "user": ("users", "user", "Logins for the FTP and SFTP endpoints, each jailed to one source's folder."),
     "sftp": ("users", "sftp", "The hosted SFTP endpoint."),
 }

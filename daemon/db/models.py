@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -408,3 +409,45 @@ class Cancellation(Base):
     cancelled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     upload_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class ExportRecord(Base):
+    """One delivery of a feed to a market: the outbox row, written before anything is sent.
+
+    ``content`` is the file exactly as it is sent, so a delivery interrupted
+    by a crash or a down endpoint is sent again byte for byte under the same
+    ``file_name``, never recomputed. ``lines`` holds the (listing id,
+    quantity) pairs it carries (Arrow IPC); the listings' ``last_sent_quantity``
+    advance to them in the transaction that marks it delivered, after the
+    remote rename. The partial unique index allows one undelivered export per
+    market: the next delta is computed only against what was delivered.
+    """
+
+    __tablename__ = "exports"
+    __table_args__ = (
+        Index("ix_exports_undelivered", "market_id", unique=True,
+              sqlite_where=text("status <> 'delivered'"), postgresql_where=text("status <> 'delivered'")),
+        Index("ix_exports_market_created", "market_id", "created_at"),
+        CheckConstraint("kind in ('delta', 'full')", name="kind"),
+        CheckConstraint("status in ('pending', 'failing', 'delivered')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))  # change, schedule, manual
+    file_name: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(40))
+    destination: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    line_count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    lines: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from daemon import exitcodes
 from daemon.db import migrate
@@ -16,11 +17,14 @@ from daemon.db.engine import session_factory
 from daemon.db.leader import Leadership
 from daemon.db.sync import sync_with_config
 from daemon.errors import ConfigError, UserError
+from daemon.export.sender import Stopping
+from daemon.export.service import Exporter, ExportTarget
 from daemon.ingest.endpoints.factory import endpoint_services
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
 from daemon.runtime.lifecycle import Runtime, install_signal_handlers
+from daemon.runtime.schedule import Scheduler, Stopped
 from daemon.settings import Settings
 
 log = get_logger(__name__)
@@ -45,10 +49,31 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
     pipeline = Pipeline(settings, sessions, book)
     services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
     services.extend(endpoint_services(settings, pipeline, sessions))
+    exports = export_service(settings, engine, sessions)
+    if exports is not None:
+        services.append(exports)
     if engine.dialect.name == "sqlite":
         # First, so it stops last: the workers' final commits get checkpointed.
         services.insert(0, Checkpointer(engine))
     return services
+
+
+def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> Scheduler | None:
+    """The exporter on a scheduler of its own, leading or not (``export.service``); None without exports."""
+    targets = [ExportTarget(m, market, export) for m, market, export in settings.export_targets()]
+    if not targets:
+        return None
+    leadership = Leadership(engine, "exports")
+
+    def sleep(seconds: float) -> None:
+        try:
+            scheduler.sleep(seconds)
+        except Stopped:
+            raise Stopping from None
+
+    exporter = Exporter(sessions, targets, leads=leadership.is_leader, node=settings.node, sleep=sleep)
+    scheduler = Scheduler("exports", exporter.start, workers=min(8, len(targets) + 2))
+    return scheduler
 
 
 def run_daemon(load: Callable[[], tuple[Settings, Engine]], *, log_format: str = "auto",

@@ -7,6 +7,7 @@ sentence saying why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import paramiko
 
 from daemon.auth.hostkey import fingerprint
 from daemon.transports import TransportError
+from daemon.transports.destination import PART_SUFFIX, LoginRefused
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class SftpEndpoint:
             raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
 
 
-class HostKeyRejected(TransportError):
+class HostKeyRejected(LoginRefused):
     """The server showed a host key that is not the pinned one."""
 
     def __init__(self, message: str, *, expected: list[str], offered: str, key_type: str) -> None:
@@ -121,9 +123,9 @@ def _authenticate(transport: paramiko.Transport, pull: SftpEndpoint) -> None:
         if not transport.is_authenticated() and password is not None:
             transport.auth_password(pull.user, password)
     except paramiko.AuthenticationException as exc:
-        raise TransportError(f"authentication failed for {pull.user}: {exc}") from exc
+        raise LoginRefused(f"authentication failed for {pull.user}: {exc}") from exc
     if not transport.is_authenticated():
-        raise TransportError(f"authentication failed for {pull.user}")
+        raise LoginRefused(f"authentication failed for {pull.user}")
 
 
 def open_sftp(pull: SftpEndpoint,
@@ -157,3 +159,58 @@ def open_sftp(pull: SftpEndpoint,
         transport.close()
         why = str(exc) or type(exc).__name__
         raise TransportError(f"ssh to {pull.host}:{pull.port} failed: {why}") from exc
+
+
+@dataclass(frozen=True)
+class SftpDestination:
+    """A market's folder on its SFTP server (``transports.destination``'s rules).
+
+    The temporary file's size is confirmed by paramiko's ``putfo`` (a stat
+    after the write), and it is renamed over the final name with OpenSSH's
+    ``posix-rename`` (which replaces an existing file atomically); a server
+    without it gets a plain rename, which many refuse over an existing file:
+    then a final file of the same size counts as delivered.
+    """
+
+    endpoint: SftpEndpoint
+    folder: str
+
+    def describe(self) -> str:
+        return f"sftp://{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}/{self.folder.lstrip('/')}"
+
+    def deliver(self, name: str, data: bytes, *, done_marker: str | None = None) -> None:
+        transports: list[paramiko.Transport] = []
+        sftp = open_sftp(self.endpoint, transports.append)
+        try:
+            try:
+                sftp.chdir(self.folder)
+            except OSError as exc:
+                raise TransportError(f"{self.describe()}: the folder {self.folder!r} cannot be used: {exc}") from exc
+            self._put(sftp, name, data)
+            if done_marker is not None:
+                self._put(sftp, done_marker, b"")
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self.describe()}: delivering {name} failed: {exc or type(exc).__name__}") from exc
+        finally:
+            sftp.close()
+            for transport in transports:
+                transport.close()
+
+    def _put(self, sftp: paramiko.SFTPClient, name: str, data: bytes) -> None:
+        import io
+
+        part = name + PART_SUFFIX
+        sftp.putfo(io.BytesIO(data), part, file_size=len(data), confirm=True)
+        try:
+            sftp.posix_rename(part, name)
+            return
+        except OSError:
+            pass  # no posix-rename@openssh.com here: a plain rename
+        try:
+            sftp.rename(part, name)
+        except OSError:
+            if sftp.stat(name).st_size != len(data):
+                raise
+            # An earlier try (cut off before it was recorded) renamed it already.
+            with contextlib.suppress(OSError):
+                sftp.remove(part)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon.inventory.channels import ChannelRules, apply_rules, available_sum, market_quantity
 
@@ -90,3 +92,18 @@ def test_available_sum_counts_negatives_as_zero():
 def test_apply_rules_never_sends_more_than_the_total():
     for total in range(40):
         assert apply_rules(total, ChannelRules(percent=100, minimum=0)) == total
+
+
+_rules = st.builds(ChannelRules, buffer=st.integers(0, 50), percent=st.integers(0, 100),
+                   maximum=st.one_of(st.none(), st.integers(0, 500)), minimum=st.integers(0, 50))
+
+
+@given(rules=_rules, totals=st.lists(st.integers(0, 10**6), max_size=40))
+def test_the_set_wise_rules_give_what_apply_rules_gives_for_every_total(rules, totals):
+    import polars as pl
+
+    from daemon.inventory.channels import rules_expr
+
+    frame = pl.DataFrame({"available": totals}, schema={"available": pl.Int64})
+    got = frame.select(rules_expr(pl.col("available"), rules).alias("q")).get_column("q").to_list()
+    assert got == [apply_rules(t, rules) for t in totals]

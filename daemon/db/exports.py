@@ -1,0 +1,174 @@
+"""The exports outbox and what a market's listings should be sent.
+
+Every status change of an export is here, as every upload's is in
+``db.uploads``. The rule that makes delivery exactly-once: an export row is
+written (with the file's bytes) before anything is sent; at most one export
+per market is undelivered (``ix_exports_undelivered``); a new one is
+computed only once the last is delivered, against the listings'
+``last_sent_quantity``, which advances only in the transaction that marks an
+export delivered, after the remote rename.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from daemon.db.engine import driver_connection as dbapi
+from daemon.db.markets import channel_market
+from daemon.db.models import ExportRecord, Listing, MarketRecord, Merchant, Source
+from daemon.inventory import channels
+
+PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
+LINES_SCHEMA = pl.Schema({"listing_id": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(),
+                          "last_sent": pl.Int64()})
+_SLICE = 100_000
+
+
+def market_lines(session: Session, market: MarketRecord) -> pl.DataFrame:
+    """Every listing of ``market`` with the quantity it should be sent now (``LINES_SCHEMA``), by SKU.
+
+    The available units are summed in the database over the market's
+    sources (a negative level counts as 0, as ``channels.available_sum``
+    says), and the channel rules applied set-wise (``channels.rules_expr``).
+    """
+    domain = channel_market(market)
+    ph = "?" if session.get_bind().dialect.name == "sqlite" else "%s"
+    source_filter, params = "", list[object]([market.merchant_id])
+    if domain.sources is not None:
+        names = sorted(domain.sources)
+        source_filter = f" AND src.name IN ({', '.join([ph] * len(names))})" if names else " AND 1 = 0"
+        params += names
+    sql = (
+        "SELECT l.id, p.sku, COALESCE(a.available, 0), l.last_sent_quantity FROM listings l "
+        "JOIN products p ON p.id = l.product_id "
+        "LEFT JOIN (SELECT s.product_id, SUM(CASE WHEN s.quantity > 0 THEN s.quantity ELSE 0 END) AS available "
+        f"FROM stock s JOIN sources src ON src.id = s.source_id WHERE src.merchant_id = {ph}{source_filter} "
+        f"GROUP BY s.product_id) a ON a.product_id = l.product_id WHERE l.market_id = {ph} ORDER BY p.sku")
+    wire = {"listing_id": pl.Int64(), "sku": pl.Utf8(), "available": pl.Int64(), "last_sent": pl.Int64()}
+    cur = dbapi(session).cursor()
+    try:
+        cur.execute(sql, (*params, market.id))
+        parts = [pl.DataFrame(rows, orient="row", schema=wire) for rows in iter(lambda: cur.fetchmany(_SLICE), [])]
+    finally:
+        cur.close()
+    frame = pl.concat(parts) if parts else pl.DataFrame(schema=wire)
+    return frame.select("listing_id", "sku", channels.rules_expr(pl.col("available"), domain.rules).alias("quantity"),
+                        "last_sent")
+
+
+def lines_blob(lines: pl.DataFrame) -> bytes:
+    """The (listing_id, quantity) pairs an export carries, as Arrow IPC bytes."""
+    buf = io.BytesIO()
+    lines.select("listing_id", "quantity").write_ipc(buf, compression="zstd")
+    return buf.getvalue()
+
+
+def blob_lines(blob: bytes) -> pl.DataFrame:
+    return pl.read_ipc(io.BytesIO(blob))
+
+
+def undelivered(session: Session, market_id: int, *, lock: bool = False) -> ExportRecord | None:
+    """The market's export not yet delivered (pending or failing), if any."""
+    query = select(ExportRecord).where(ExportRecord.market_id == market_id, ExportRecord.status != DELIVERED)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def add_export(session: Session, **fields: Any) -> ExportRecord:
+    """A new pending export. The caller's transaction fails on the unique index if the
+    market already has an undelivered one (another daemon was first)."""
+    record = ExportRecord(status=PENDING, attempts=0, **fields)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def mark_delivered(session: Session, export_id: int, now: datetime) -> bool:
+    """Mark delivered and advance the listings' last-sent quantities, in the caller's transaction.
+
+    False (nothing changed) if it was not undelivered any more: another
+    daemon recorded it first.
+    """
+    record = session.get(ExportRecord, export_id, with_for_update=True)
+    if record is None or record.status == DELIVERED:
+        return False
+    record.status, record.delivered_at, record.last_error = DELIVERED, now, None
+    lines = blob_lines(record.lines)
+    # Grouped by quantity: one UPDATE per distinct quantity (few: stock levels
+    # repeat), each keyed by its listing ids in slices.
+    for (quantity,), part in lines.group_by("quantity"):
+        ids = part.get_column("listing_id").to_list()
+        for i in range(0, len(ids), 5_000):
+            session.execute(update(Listing).where(Listing.id.in_(ids[i:i + 5_000]))
+                            .values(last_sent_quantity=quantity, needs_update=False)
+                            .execution_options(synchronize_session=False))
+    return True
+
+
+def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *, failing: bool) -> int:
+    """Record a failed attempt; returns the attempts so far."""
+    record = session.get(ExportRecord, export_id, with_for_update=True)
+    if record is None or record.status == DELIVERED:
+        return 0
+    record.attempts += 1
+    record.last_attempt_at, record.last_error = now, error
+    if failing:
+        record.status = FAILING
+    return record.attempts
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    id: int
+    merchant: str
+    market: str
+    kind: str
+    status: str
+    trigger: str
+    file_name: str
+    destination: str
+    lines: int
+    size: int
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+def list_exports(session: Session, *, merchant: str | None = None, market: str | None = None,
+                 status: str | None = None, limit: int = 50) -> list[ExportRow]:
+    query = (select(ExportRecord.id, Merchant.name, MarketRecord.name, ExportRecord.kind, ExportRecord.status,
+                    ExportRecord.trigger, ExportRecord.file_name, ExportRecord.destination,
+                    ExportRecord.line_count, ExportRecord.size, ExportRecord.attempts, ExportRecord.last_error,
+                    ExportRecord.created_at, ExportRecord.delivered_at)
+             .join(MarketRecord, MarketRecord.id == ExportRecord.market_id)
+             .join(Merchant, Merchant.id == MarketRecord.merchant_id)
+             .order_by(ExportRecord.id.desc()).limit(limit))
+    if merchant:
+        query = query.where(Merchant.name == merchant)
+    if market:
+        query = query.where(MarketRecord.name == market)
+    if status:
+        query = query.where(ExportRecord.status == status)
+    return [ExportRow(*tuple(row)) for row in session.execute(query)]
+
+
+def last_delivery(session: Session, market_id: int) -> datetime | None:
+    return session.scalar(select(ExportRecord.delivered_at).where(
+        ExportRecord.market_id == market_id, ExportRecord.status == DELIVERED)
+        .order_by(ExportRecord.delivered_at.desc()).limit(1))
+
+
+def market_sources_ids(session: Session, market: MarketRecord) -> list[int]:
+    """The ids of the sources feeding ``market`` (every source of the merchant when it names none)."""
+    domain = channel_market(market)
+    query = select(Source.id).where(Source.merchant_id == market.merchant_id)
+    if domain.sources is not None:
+        query = query.where(Source.name.in_(sorted(domain.sources)))
+    return list(session.scalars(query))

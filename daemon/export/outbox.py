@@ -1,0 +1,53 @@
+"""Composing an export: the market's lines -> a file -> an outbox row, before anything is sent.
+
+A market with an undelivered export gets that one back, never a new one:
+what is sent next is computed only against what the market was delivered
+(``db.exports``). The file's bytes are in the row, so a resend is the same
+file under the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from daemon.db import exports as db_exports
+from daemon.db.models import ExportRecord, MarketRecord
+from daemon.export import plan
+from daemon.export.formats import FORMATS
+from daemon.settings import ExportSettings
+
+
+def preview(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind) -> tuple[str, bytes, int]:
+    """(format, file bytes, lines) of the export ``kind`` would send now; nothing is written."""
+    lines = plan.select_lines(db_exports.market_lines(session, market), kind)
+    fmt = FORMATS[export.format]
+    return fmt.name, fmt.write(lines.select("sku", "quantity"), export.options), lines.height
+
+
+def compose(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind, *,
+            trigger: str, destination: str, now: datetime, node: str | None) -> ExportRecord | None:
+    """The market's next export: its undelivered one, or a new one of ``kind`` (None: an empty delta).
+
+    In the caller's transaction; another daemon composing at the same moment
+    makes the flush fail on ``ix_exports_undelivered`` (an IntegrityError):
+    the caller rolls back and takes that one.
+    """
+    pending = db_exports.undelivered(session, market.id)
+    if pending is not None:
+        return pending
+    lines = plan.select_lines(db_exports.market_lines(session, market), kind)
+    if lines.height == 0 and kind == "delta":
+        return None
+    fmt = FORMATS[export.format]
+    content = fmt.write(lines.select("sku", "quantity"), export.options)
+    record = db_exports.add_export(
+        session, market_id=market.id, kind=kind, trigger=trigger, file_name="", format=fmt.name,
+        destination=destination[:300], sha256=hashlib.sha256(content).hexdigest(), size=len(content),
+        line_count=lines.height, content=content, lines=db_exports.lines_blob(lines), node=node, created_at=now)
+    # The name carries the row's id: unique per delivery, the same on a resend.
+    record.file_name = plan.file_name(export.file_name, market=market.name, kind=kind, now=now,
+                                      delivery=record.id, ext=fmt.extension)
+    return record
