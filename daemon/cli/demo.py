@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 
 from daemon.auth.passwords import hash_password
 from daemon.db.accounts import add_account
-from daemon.db.catalog import get_source
+from daemon.db.catalog import get_or_create_product, get_source
+from daemon.db.markets import get_market
+from daemon.db.models import Listing
 from daemon.db.stock import set_one
 from daemon.inventory.stock import Reason
 
@@ -45,7 +47,34 @@ priority = 10
 [merchants.sources.feed]
 mode = "set"
 scope = "partial"
+
+# Two markets the demo sells on. Each is sent its quantities as files in a
+# local folder (exports/<market>); a real market's export would say
+# transport = "ftp", "ftps" or "sftp", with its host and login.
+[[merchants.markets]]
+name = "webshop"
+kind = "generic"
+
+[merchants.markets.export]
+transport = "dir"
+folder = "exports/webshop"
+format = "csv"
+debounce_seconds = 2
+
+[[merchants.markets]]
+name = "amazon"
+kind = "amazon"
+buffer = 2  # safety stock: Amazon is sent 2 fewer than the sources hold
+
+[merchants.markets.export]
+transport = "dir"
+folder = "exports/amazon"
+format = "amazon_price_quantity"
+debounce_seconds = 2
 """
+
+# The markets of DEMO_CONFIG; every demo SKU is listed on each.
+DEMO_MARKETS = ("webshop", "amazon")
 
 # SKUs that show what Stockdrop keeps exactly: leading zeros, dashes, dots.
 DEMO_STOCK = [
@@ -70,4 +99,9 @@ def seed_demo(session: Session, now: datetime) -> int:
     for sku, mf_qty, wh_qty in DEMO_STOCK:
         set_one(session, mf, sku, mf_qty, actor="init", now=now, reason=Reason.IMPORT)
         set_one(session, wh, sku, wh_qty, actor="init", now=now, reason=Reason.IMPORT)
+    for name in DEMO_MARKETS:
+        market = get_market(session, "demo", name)
+        for sku, _, _ in DEMO_STOCK:
+            product = get_or_create_product(session, market.merchant_id, sku, now)
+            session.add(Listing(market_id=market.id, product_id=product.id, updated_at=now))
     return len(DEMO_STOCK)
