@@ -120,9 +120,30 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert s.merchants[0].sources[0].drop_folder == tmp_path / "conf" / "in"
 
 
-def test_the_example_config_is_valid(tmp_path: Path) -> None:
+def test_the_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).parent.parent / "config" / "stockdrop.example.toml"
     copy = tmp_path / "stockdrop.toml"
     copy.write_text(example.read_text())
+    monkeypatch.setenv("AMAZON_SFTP_PASSWORD", "secret")  # the example's export password comes from here
     settings = load_settings(copy)
     assert settings.merchants[0].sources[0].name == "main-warehouse"
+    [(_, market, export)] = settings.export_targets()
+    assert (market, export.transport, export.format) == ("amazon-de", "sftp", "amazon_price_quantity")
+    assert export.resolved_password() == "secret"
+
+
+@pytest.mark.parametrize(("export", "says"), [
+    ({"folder": "out", "format": "excel"}, "unknown format 'excel'"),
+    ({"folder": "out", "file_name": "feed.csv"}, "file_name must contain {delivery}"),
+    ({"folder": "out", "done_marker": "done"}, "done_marker must contain {name}"),
+    ({"transport": "ftp", "folder": "/in", "host": "h", "user": "u"}, "needs a password"),
+    ({"transport": "sftp", "folder": "/in", "host": "h", "user": "u", "password": "p"},
+     "pin the server's host key"),
+    ({"transport": "ftps", "folder": "/in", "user": "u", "password": "p"}, "needs host and user"),
+])
+def test_a_market_export_that_cannot_work_is_refused_at_load(tmp_path: Path, export: dict, says: str) -> None:  # type: ignore[type-arg]
+    raw = {"merchants": [{"name": "m", "markets": [{"name": "amz", "export": export}]}]}
+    with pytest.raises(ConfigError) as info:
+        parse_settings(raw, base=tmp_path)
+    [(key, message)] = info.value.problems
+    assert key.startswith("merchants[0].markets[0].export") and says in message, (key, message)
