@@ -78,7 +78,8 @@ def test_market_show_gives_the_quantity_after_channel_rules_next_to_each_source(
         "merchant": "acme", "market": "amazon", "kind": "amazon", "sources": None,
         "rules": {"buffer": 1, "percent": 100, "maximum": None, "minimum": 0},
         "inventory": [{"sku": "A", "quantities": {"merchant-fulfilled": 4, "wh1": 3}, "available": 7,
-                       "quantity": 6, "listed": False, "needs_update": False, "last_sent_quantity": None}]}
+                       "quantity": 6, "listed": False, "needs_update": False, "last_sent_quantity": None}],
+        "export": None}  # no [merchants.markets.export]: computed, never sent
     text = run_cli(capsys, "-c", config, "market", "show", "amazon")
     assert "merchant-fulfilled=4, wh1=3" in text.out
     missing = run_cli(capsys, "-c", config, "market", "show", "etsy")

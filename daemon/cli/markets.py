@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,17 +153,53 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
 @click.option("--sku", help="Only this SKU.")
 @click.option("--json", "as_json", is_flag=True,
               help="{merchant, market, kind, sources, rules, inventory: [{sku, quantities, available, "
-                   "quantity, listed, needs_update, last_sent_quantity}]}")
+                   "quantity, listed, needs_update, last_sent_quantity}], export: {destination, format, "
+                   "last_delivered_at, next_delta_due, owed: {id, file_name, status, attempts, last_error}} "
+                   "or null}")
 @click.pass_obj
 def market_show(app: App, market: str, merchant: str | None, sku: str | None, as_json: bool) -> None:
     """What MARKET should be sent per SKU (after its channel rules), next to the per-source quantities."""
     merchant_name = app.settings.merchant(merchant).name
     with synced(app) as session:
         view = market_inventory(session, merchant_name, market, sku=sku)
+        export = _export_state(app, session, merchant_name, market)
     if as_json:
-        emit_json(view.__dict__)
+        emit_json({**view.__dict__, "export": None if export is None else export.__dict__})
         return
+    if export is not None:
+        owed = export.owed
+        click.echo(f"export: {export.format} to {export.destination}; last delivered "
+                   f"{fmt_time(export.last_delivered_at) if export.last_delivered_at else 'never'}; next delta "
+                   f"due {fmt_time(export.next_delta_due) if export.next_delta_due else 'after the next change'}"
+                   + (f"; owed: export {owed['id']} ({owed['status']}, {owed['attempts']} tries)" if owed else ""))
     table([[r.sku, ", ".join(f"{s}={q}" for s, q in r.quantities.items()) or "-", str(r.available),
             str(r.quantity), "yes" if r.listed else "no", "yes" if r.needs_update else ""]
            for r in view.inventory],
           ["SKU", "PER SOURCE", "AVAILABLE", "SEND", "LISTED", "NEEDS UPDATE"])
+
+
+@dataclass(frozen=True)
+class ExportState:
+    destination: str
+    format: str
+    last_delivered_at: datetime | None
+    next_delta_due: datetime | None
+    owed: dict[str, object] | None
+
+
+def _export_state(app: App, session: Session, merchant: str, market: str) -> ExportState | None:
+    """The market's export: where, when it was last delivered, when a delta is next due, what is owed."""
+    from daemon.db import exports as db_exports
+    from daemon.export.destinations import destination_for
+
+    settings = next((e for m, k, e in app.settings.export_targets() if m == merchant and k == market), None)
+    if settings is None:
+        return None
+    record = get_market(session, merchant, market)
+    last = db_exports.last_delivery(session, record.id)
+    owed = db_exports.undelivered(session, record.id)
+    due = (last + timedelta(seconds=settings.delta_every_seconds)
+           if last is not None and settings.delta_every_seconds is not None else None)
+    return ExportState(destination_for(settings).describe(), settings.format, last, due,
+                       None if owed is None else {"id": owed.id, "file_name": owed.file_name, "status": owed.status,
+                                                  "attempts": owed.attempts, "last_error": owed.last_error})
