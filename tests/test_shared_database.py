@@ -28,16 +28,19 @@ WAIT = 60.0
 class Daemon:
     """``stockdrop run`` in a process of its own, with a config of its own."""
 
-    def __init__(self, home: Path, database_url: str, drop_folder: Path | None = None) -> None:
+    def __init__(self, home: Path, database_url: str, drop_folder: Path | None = None,
+                 export_folder: Path | None = None) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         folder = f'drop_folder = "{drop_folder}"\n' if drop_folder else ""
+        market = (f'[[merchants.markets]]\nname = "shop"\n[merchants.markets.export]\nfolder = "{export_folder}"\n'
+                  "debounce_seconds = 0.5\n" if export_folder else "")
         self.config = home / "stockdrop.toml"
         self.config.write_text(
             f'data_dir = "data"\n[database]\nurl = "{database_url}"\n'
             "[ingest]\nsettle_seconds = 0.2\nreconcile_seconds = 1\n"
             '[[merchants]]\nname = "acme"\n[[merchants.sources]]\nname = "wh1"\n' + folder
-            + '[merchants.sources.feed]\nmode = "adjust"\nunknown_sku = "create"\n')
+            + '[merchants.sources.feed]\nmode = "adjust"\nunknown_sku = "create"\n' + market)
         self.inbox = drop_folder or home / "data" / "sources" / "acme" / "wh1" / "inbox"
         self.proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -179,3 +182,58 @@ def test_every_upload_names_the_daemon_that_holds_it(database: Database, tmp_pat
     out = subprocess.run([sys.executable, "-m", "daemon", "-c", str(one.config), "history", "--json"],
                          check=True, capture_output=True, text=True)
     assert json.loads(out.stdout)["uploads"][0]["status"] == "applied"
+
+
+def _exports(database: Database) -> list[tuple[str, str | None]]:
+    with database.engine.connect() as conn:
+        return [(s, n) for s, n in conn.execute(text("SELECT status, node FROM exports ORDER BY id"))]
+
+
+def _wait(predicate, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_daemons_send_each_change_once_and_the_other_takes_over_when_the_leader_stops(
+        database: Database, tmp_path: Path, daemons: list[Daemon]) -> None:
+    out = tmp_path / "shop-feeds"
+    one, two = (Daemon(tmp_path / name, database.url, export_folder=out) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    two.drop("first.csv", "sku,quantity\nA,5\n")
+    _settled(database, 1)
+    with database.engine.begin() as conn:  # the market lists A
+        conn.execute(text("INSERT INTO listings (market_id, product_id, needs_update, updated_at) "
+                          "SELECT m.id, p.id, false, now() FROM markets m, products p"))
+
+    def files() -> list[Path]:
+        return sorted(out.glob("*.csv")) if out.is_dir() else []
+
+    _wait(lambda: len(files()) == 1, "the first delta")
+    one.drop("second.csv", "sku,quantity\nA,2\n")  # A: 5 + 2
+    _wait(lambda: len(files()) == 2, "the second delta")
+    time.sleep(2)  # long enough for a second sender to have sent its own copy
+    assert len(files()) == 2
+    rows = _exports(database)
+    assert [s for s, _ in rows] == ["delivered", "delivered"]
+    [leader] = {n for _, n in rows}
+    assert files()[-1].read_text().splitlines() == ["sku,quantity", "A,7"]
+
+    # The leader stops; the other daemon takes the work over and sends the next change.
+    (one if leader == one_node(one) else two).stop()
+    (two if leader == one_node(one) else one).drop("third.csv", "sku,quantity\nA,1\n")
+    _wait(lambda: len(files()) == 3, "a delta from the new leader")
+    rows = _exports(database)
+    assert len(rows) == 3 and rows[-1][1] != leader and rows[-1][0] == "delivered"
+    assert files()[-1].read_text().splitlines() == ["sku,quantity", "A,8"]
+
+
+def one_node(daemon: Daemon) -> str:
+    """The node id the daemon records (its default: host and a hash of its data_dir)."""
+    from daemon.settings import load_settings
+
+    return load_settings(daemon.config).node
