@@ -211,6 +211,9 @@ class ExportSettings(_Model):
     debounce_seconds: float = Field(default=5.0, ge=0)
     delta_every_seconds: float | None = Field(default=900.0, gt=0)
     full_every_seconds: float | None = Field(default=86400.0, gt=0)
+    # Or at set times, as a crontab line in UTC ("0 6 * * *": a full feed at 06:00).
+    delta_cron: str | None = None
+    full_cron: str | None = None
     failing_after: int = Field(default=5, ge=1)  # failed tries before the market is marked failing
     retry_max_seconds: float = Field(default=300.0, gt=0)  # the backoff's cap
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -223,6 +226,14 @@ class ExportSettings(_Model):
             raise ValueError("file_name must contain {delivery}: every delivery needs a name of its own")
         if self.done_marker is not None and "{name}" not in self.done_marker:
             raise ValueError("done_marker must contain {name} (the delivered file's name)")
+        for key in ("delta_cron", "full_cron"):
+            expression = getattr(self, key)
+            if expression is not None:
+                from daemon.runtime.schedule import check_cron  # APScheduler, only when a cron is given
+
+                problem = check_cron(expression)
+                if problem:
+                    raise ValueError(f"{key}: {problem}")
         if self.transport == "dir":
             return self
         if self.host is None or self.user is None:

@@ -50,6 +50,8 @@ class Timer(Protocol):
 
     def every(self, key: str, seconds: float, fn: Callable[[], None]) -> None: ...
 
+    def cron(self, key: str, expression: str, fn: Callable[[], None]) -> None: ...
+
     def after(self, key: str, seconds: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` once in ``seconds``, unless a run under ``key`` is already waiting."""
         ...
@@ -87,6 +89,12 @@ class Exporter:
             if target.settings.full_every_seconds is not None:
                 timer.every(f"exports:full:{key}", target.settings.full_every_seconds,
                             partial(self._scheduled, key, "full"))
+            if target.settings.delta_cron is not None:
+                timer.cron(f"exports:delta-cron:{key}", target.settings.delta_cron,
+                           partial(self._scheduled, key, "delta"))
+            if target.settings.full_cron is not None:
+                timer.cron(f"exports:full-cron:{key}", target.settings.full_cron,
+                           partial(self._scheduled, key, "full"))
 
     def poll_for(self, timer: Timer) -> None:
         self.poll(timer)

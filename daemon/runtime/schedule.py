@@ -17,10 +17,20 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 log = structlog.get_logger(__name__)
+
+
+def check_cron(expression: str) -> str | None:
+    """None if ``expression`` is a crontab line APScheduler takes; else why not."""
+    try:
+        CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        return f"{expression!r} is not a crontab line (minute hour day month weekday): {exc}"
+    return None
 
 
 class Stopped(Exception):
@@ -39,6 +49,10 @@ class Scheduler:
 
     def every(self, key: str, seconds: float, fn: Callable[[], None]) -> None:
         self._aps.add_job(fn, IntervalTrigger(seconds=seconds), id=key, name=key, replace_existing=True)
+
+    def cron(self, key: str, expression: str, fn: Callable[[], None]) -> None:
+        self._aps.add_job(fn, CronTrigger.from_crontab(expression, timezone=UTC), id=key, name=key,
+                          replace_existing=True)
 
     def after(self, key: str, seconds: float, fn: Callable[[], None]) -> None:
         if self._aps.get_job(key) is not None:

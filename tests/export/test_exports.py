@@ -259,6 +259,9 @@ class Timer:
     def every(self, key: str, seconds: float, fn: Callable[[], None]) -> None:
         pass
 
+    def cron(self, key: str, expression: str, fn: Callable[[], None]) -> None:
+        pass
+
     def after(self, key: str, seconds: float, fn: Callable[[], None]) -> None:
         self.after_calls.setdefault(key, (seconds, fn))
 
