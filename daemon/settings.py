@@ -200,6 +200,8 @@ class ExportSettings(_Model):
     key_passphrase_env: str | None = None
     known_hosts: Path | None = None  # sftp: the server's host key is pinned, never learned
     host_key_fingerprint: str | None = None  # "SHA256:..." as ssh-keygen -lf prints it
+    # ftps: the server's certificate is checked against the system's CAs, or only these (a PEM file).
+    ca_file: Path | None = None
     format: str = "csv"
     # Format options (csv: columns, delimiter, escape_formulas; ebay_revise:
     # site_id, country, currency, spelling), passed to the writer as text.
@@ -513,7 +515,7 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
             for market in merchant.get("markets") or []:
                 export = market.get("export") if isinstance(market, dict) else None
                 if isinstance(export, dict):
-                    fix(export, ("password_file", "key_file", "known_hosts"))
+                    fix(export, ("password_file", "key_file", "known_hosts", "ca_file"))
                     if export.get("transport", "dir") == "dir":
                         fix(export, ("folder",))
 

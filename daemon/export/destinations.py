@@ -27,4 +27,5 @@ def destination_for(export: ExportSettings) -> Destination:
             folder=export.folder)
     assert password is not None
     return FtpDestination(host=export.host, port=port, user=export.user, password=password, folder=export.folder,
-                          tls=export.transport == "ftps", timeout_seconds=export.timeout_seconds)
+                          tls=export.transport == "ftps", timeout_seconds=export.timeout_seconds,
+                          ca_file=export.ca_file)

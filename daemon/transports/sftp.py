@@ -179,38 +179,74 @@ class SftpDestination:
         return f"sftp://{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}/{self.folder.lstrip('/')}"
 
     def deliver(self, name: str, data: bytes, *, done_marker: str | None = None) -> None:
+        for each in (name, done_marker):
+            if each is not None:
+                self._check_name(each)
         transports: list[paramiko.Transport] = []
         sftp = open_sftp(self.endpoint, transports.append)
         try:
             try:
                 sftp.chdir(self.folder)
-            except OSError as exc:
-                raise TransportError(f"{self.describe()}: the folder {self.folder!r} cannot be used: {exc}") from exc
+            except (OSError, paramiko.SFTPError) as exc:  # chdir to a file raises SFTPError, not OSError
+                raise TransportError(f"{self.describe()}: the folder {self.folder!r} cannot be used:"
+                                     f" {self._why(exc)}") from exc
             self._put(sftp, name, data)
             if done_marker is not None:
                 self._put(sftp, done_marker, b"")
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransportError(f"{self.describe()}: delivering {name} failed: {exc or type(exc).__name__}") from exc
+        except (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError) as exc:
+            raise TransportError(f"{self.describe()}: delivering {name} failed: {self._why(exc)}") from exc
         finally:
             sftp.close()
             for transport in transports:
                 transport.close()
 
+    @staticmethod
+    def _check_name(name: str) -> None:
+        """One plain file name in the folder (as the folder and FTP destinations require):
+        a "/" or ".." would put it somewhere else on the server."""
+        if not name or name in (".", "..") or any(c in "/\\" or c < " " for c in name):
+            raise ValueError(f"not a plain file name: {name!r}")
+
+    @staticmethod
+    def _why(exc: BaseException) -> str:
+        if isinstance(exc, paramiko.SFTPError) and len(exc.args) == 2:
+            return str(exc.args[1])  # (errno, text)
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror
+        return str(exc) or type(exc).__name__
+
     def _put(self, sftp: paramiko.SFTPClient, name: str, data: bytes) -> None:
         import io
 
         part = name + PART_SUFFIX
-        sftp.putfo(io.BytesIO(data), part, file_size=len(data), confirm=True)
+        try:
+            # confirm: a stat after the write; an OSError when the server holds another size
+            sftp.putfo(io.BytesIO(data), part, file_size=len(data), confirm=True)
+        except OSError as exc:
+            if not isinstance(exc, TimeoutError):  # a stalled server would stall the removal too
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException, paramiko.SFTPError):
+                    sftp.remove(part)  # a short .part is of use to no one
+            raise TransportError(f"{self.describe()}: uploading {part} failed: {self._why(exc)}") from exc
         try:
             sftp.posix_rename(part, name)
             return
-        except OSError:
-            pass  # no posix-rename@openssh.com here: a plain rename
+        except OSError as exc:
+            posix_refusal = exc  # no posix-rename@openssh.com here: a plain rename
         try:
             sftp.rename(part, name)
-        except OSError:
-            if sftp.stat(name).st_size != len(data):
-                raise
+            return
+        except OSError as exc:
+            refusal = exc
+        try:
+            held: int | None = sftp.stat(name).st_size
+        except FileNotFoundError:
+            held = None  # the refusal was about something else
+        if held == len(data):
             # An earlier try (cut off before it was recorded) renamed it already.
             with contextlib.suppress(OSError):
                 sftp.remove(part)
+            return
+        there = f"{name} is not there" if held is None else f"{name} there holds {held} bytes, not {len(data)}"
+        raise TransportError(f"{self.describe()}: the server refused to rename {part} to {name}"
+                             f" (posix-rename: {self._why(posix_refusal)}; rename: {self._why(refusal)});"
+                             f" {there}") from refusal

@@ -8,9 +8,7 @@ tmp folder, for the delete / move cases the jail does not allow.
 from __future__ import annotations
 
 import os
-import posixpath
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,142 +32,14 @@ from daemon.ingest.pull import PullService
 from daemon.ingest.sources import SourceInfo
 from daemon.settings import MerchantSettings, PullSettings, SourceSettings
 from daemon.transports import TransportError
+from tests import remote_sftp
 from tests.conftest import Database
+from tests.remote_sftp import OLD, OpenServer
 
 from .conftest import PASSWORD, USER, Spool, wait_for
 
-OLD = 1_600_000_000  # a settled mtime for remote files
-
-
-# --- a permissive SFTP server: any path under its root, delete and rename allowed
-
-
-class _OpenFolder(paramiko.SFTPServerInterface):
-    def __init__(self, server: paramiko.ServerInterface, remote: OpenServer) -> None:
-        super().__init__(server)
-        self.remote = remote
-
-    def _real(self, path: str) -> Path:
-        return self.remote.root / self.canonicalize(path).lstrip("/")
-
-    def canonicalize(self, path: str) -> str:
-        return posixpath.normpath("/" + path)
-
-    def list_folder(self, path: str) -> Any:
-        try:
-            folder = self._real(path)
-            return [paramiko.SFTPAttributes.from_stat(os.lstat(folder / n), filename=n)
-                    for n in os.listdir(folder)]
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-
-    def stat(self, path: str) -> Any:
-        try:
-            return paramiko.SFTPAttributes.from_stat(os.stat(self._real(path)))
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-
-    lstat = stat
-
-    def open(self, path: str, flags: int, attr: Any) -> Any:
-        try:
-            handle = paramiko.SFTPHandle(flags)
-            handle.readfile = open(self._real(path), "rb")  # type: ignore[attr-defined]  # noqa: SIM115 - the handle closes it
-            return handle
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-
-    def remove(self, path: str) -> int:
-        if self.remote.deny_remove:
-            return paramiko.SFTP_PERMISSION_DENIED
-        try:
-            self._real(path).unlink()
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-        return paramiko.SFTP_OK
-
-    def rename(self, oldpath: str, newpath: str) -> int:
-        if self.remote.deny_remove or self._real(newpath).exists():
-            return paramiko.SFTP_FAILURE
-        os.rename(self._real(oldpath), self._real(newpath))
-        return paramiko.SFTP_OK
-
-    def mkdir(self, path: str, attr: Any) -> int:
-        try:
-            self._real(path).mkdir()
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-        return paramiko.SFTP_OK
-
-
-class _Login(paramiko.ServerInterface):
-    def get_allowed_auths(self, username: str) -> str:
-        return "password"
-
-    def check_auth_password(self, username: str, password: str) -> int:
-        ok = (username, password) == ("puller", "pw")
-        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-
-
-@dataclass
-class OpenServer:
-    root: Path
-    key: paramiko.PKey
-    deny_remove: bool = False
-    port: int = 0
-    transports: list[paramiko.Transport] = field(default_factory=list)
-
-    def serve(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(None)
-            t = paramiko.Transport(conn)
-            t.add_server_key(self.key)
-            t.set_subsystem_handler("sftp", paramiko.SFTPServer, _OpenFolder, self)
-            self.transports.append(t)
-            t.start_server(event=threading.Event(), server=_Login())
-        self._listener.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for t in self.transports:
-            t.close()
-        for t in self.transports:
-            t.join(5)
-
-    def put(self, name: str, data: bytes, mtime: int = OLD) -> Path:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.utime(path, (mtime, mtime))
-        return path
-
-
-@pytest.fixture
-def open_server(tmp_path: Path) -> Iterator[OpenServer]:
-    root = tmp_path / "remote"
-    (root / "drop").mkdir(parents=True)
-    server = OpenServer(root, load_or_create_host_key(tmp_path / "open-host-key"))
-    server.serve()
-    yield server
-    server.close()
+# the permissive SFTP server over a tmp folder (also a market's server for exports)
+open_server = remote_sftp.open_server
 
 
 # --- the local side: a source in the database, its folders, the service

@@ -43,7 +43,7 @@ def listing(folder: Path) -> list[str]:
 class Server:
     """A pyftpdlib server on 127.0.0.1:0 with its own IO loop, served from a thread."""
 
-    def __init__(self, home: Path, handler: type = FTPHandler, **attrs: Any) -> None:
+    def __init__(self, home: Path, handler: type = FTPHandler, port: int = 0, **attrs: Any) -> None:
         self.home = home
         authorizer = DummyAuthorizer()
         authorizer.add_user(USER, PASSWORD, str(home), perm="elradfmwMT")
@@ -53,7 +53,7 @@ class Server:
             "timeout": 30,
             **attrs,
         })
-        self.server = FTPServer(("127.0.0.1", 0), cls, ioloop=IOLoop())
+        self.server = FTPServer(("127.0.0.1", port), cls, ioloop=IOLoop())
         self.port: int = self.server.address[1]
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -95,8 +95,8 @@ def start_server(home: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
     before = set(threading.enumerate())
 
-    def start(handler: type = FTPHandler, **attrs: Any) -> Server:
-        server = Server(home, handler, **attrs)
+    def start(handler: type = FTPHandler, port: int = 0, **attrs: Any) -> Server:
+        server = Server(home, handler, port, **attrs)
         started.append(server)
         return server
 

@@ -87,7 +87,7 @@ class World:
 
 
 def export_config(tmp: Path, fmt: str, **extra: Any) -> dict[str, Any]:
-    return {"folder": str(tmp), "format": fmt, "debounce_seconds": 0, **extra}
+    return {"folder": str(tmp), "format": fmt, "debounce_seconds": 0, **extra}  # extra may replace the folder
 
 
 @pytest.fixture
@@ -319,3 +319,28 @@ def test_two_daemons_composing_at_once_make_one_export(make_world) -> None:  # t
     thread.join(30)
     assert got["b"] == (a_id, False)  # A's export, owed: not one of its own
     assert [e.id for e in world.exports("amz")] == [a_id]
+
+
+def test_over_ftps_from_the_settings_a_market_down_then_up_is_delivered_once(  # type: ignore[no-untyped-def]
+        make_world, tmp_path, start_server, tls_files) -> None:
+    """The whole path from [export] settings to a real FTPS server (TLS on control and data)."""
+    import socket
+
+    from pyftpdlib.handlers import TLS_FTPHandler
+
+    from tests.export.test_destinations import PASSWORD, USER, tls_attrs
+
+    with socket.socket() as probe:  # a port nothing listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    world = make_world(transport="ftps", host="127.0.0.1", port=port, user=USER, password=PASSWORD,
+                       folder="out", ca_file=str(tls_files[0]), failing_after=2, timeout_seconds=5)
+    exporter = world.exporter(markets=("amz",))
+    [down] = exporter.export_now("acme/amz", "delta")
+    assert down.status == "failing" and f"127.0.0.1:{port}" in (down.error or "")
+    server = start_server(TLS_FTPHandler, port=port, **tls_attrs(tls_files))
+    [up] = exporter.export_now("acme/amz", "delta")
+    assert (up.export_id, up.status) == (down.export_id, "delivered")
+    assert [p.name for p in (server.home / "out").iterdir()] == [up.file_name]
+    assert read_feed(server.home / "out" / up.file_name) == SKUS
+    assert exporter.export_now("acme/amz", "delta") == []  # delivered once: nothing owed, nothing moved
