@@ -13,6 +13,7 @@ just before each, to look at the folder as it was then.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import socket
@@ -29,6 +30,18 @@ from daemon.auth.hostkey import load_or_create_host_key
 
 OLD = 1_600_000_000  # a settled mtime for remote files
 _WRITING = os.O_WRONLY | os.O_RDWR
+_LOG_CHANNEL = "tests.remote_sftp.transport"
+
+
+class _NotResets(logging.Filter):
+    """A client closes its socket right after its last request (paramiko's does), so the
+    server's transport sees a reset: expected here, not worth an error line in the output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Connection reset by peer" not in record.getMessage()
+
+
+logging.getLogger(_LOG_CHANNEL).addFilter(_NotResets())
 
 
 class _File(paramiko.SFTPHandle):
@@ -197,6 +210,7 @@ class OpenServer:
                 continue
             conn.settimeout(None)
             t = paramiko.Transport(conn)
+            t.set_log_channel(_LOG_CHANNEL)
             t.add_server_key(self.key)
             t.set_subsystem_handler("sftp", paramiko.SFTPServer, OpenFolder, self)
             self.transports.append(t)
