@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.db.engine import driver_connection as dbapi
 from daemon.db.markets import channel_market
-from daemon.db.models import ExportRecord, Listing, MarketRecord, Merchant, Source
+from daemon.db.models import ExportRecord, MarketRecord, Merchant, Source
 from daemon.inventory import channels
 
 PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
@@ -99,16 +99,41 @@ def mark_delivered(session: Session, export_id: int, now: datetime) -> bool:
     if record is None or record.status == DELIVERED:
         return False
     record.status, record.delivered_at, record.last_error = DELIVERED, now, None
-    lines = blob_lines(record.lines)
-    # Grouped by quantity: one UPDATE per distinct quantity (few: stock levels
-    # repeat), each keyed by its listing ids in slices.
-    for (quantity,), part in lines.group_by("quantity"):
-        ids = part.get_column("listing_id").to_list()
-        for i in range(0, len(ids), 5_000):
-            session.execute(update(Listing).where(Listing.id.in_(ids[i:i + 5_000]))
-                            .values(last_sent_quantity=quantity, needs_update=False)
-                            .execution_options(synchronize_session=False))
+    _advance_last_sent(session, blob_lines(record.lines))
     return True
+
+
+def _advance_last_sent(session: Session, lines: pl.DataFrame) -> None:
+    """listings.last_sent_quantity := the delivered quantity, for every line, in one UPDATE.
+
+    The pairs go into a temporary table first (COPY on PostgreSQL, a
+    many-row insert on SQLite): a full feed carries a million of them, too
+    many for statements keyed by id lists.
+    """
+    if lines.height == 0:
+        return
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS delivered_lines "
+                         "(listing_id BIGINT PRIMARY KEY, quantity BIGINT NOT NULL)")
+    conn.exec_driver_sql("DELETE FROM delivered_lines")
+    cur = dbapi(session).cursor()
+    try:
+        if postgres:
+            with cur.copy("COPY delivered_lines (listing_id, quantity) FROM STDIN") as copy:
+                for part in lines.iter_slices(_SLICE):
+                    buf = io.BytesIO()
+                    part.select("listing_id", "quantity").write_csv(buf, include_header=False, separator="\t")
+                    copy.write(buf.getvalue())
+        else:
+            for part in lines.iter_slices(_SLICE):
+                cur.executemany("INSERT INTO delivered_lines VALUES (?, ?)",
+                                part.select("listing_id", "quantity").iter_rows())
+    finally:
+        cur.close()
+    conn.exec_driver_sql("UPDATE listings SET last_sent_quantity = d.quantity, needs_update = false "
+                         "FROM delivered_lines d WHERE listings.id = d.listing_id")
+    conn.exec_driver_sql("DELETE FROM delivered_lines")
 
 
 def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *, failing: bool) -> int:
