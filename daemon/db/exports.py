@@ -116,7 +116,7 @@ def _advance_last_sent(session: Session, lines: pl.DataFrame) -> None:
     postgres = conn.dialect.name == "postgresql"
     conn.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS delivered_lines "
                          "(listing_id BIGINT PRIMARY KEY, quantity BIGINT NOT NULL)")
-    conn.exec_driver_sql("DELETE FROM delivered_lines")
+    conn.exec_driver_sql("TRUNCATE delivered_lines" if postgres else "DELETE FROM delivered_lines")
     cur = dbapi(session).cursor()
     try:
         if postgres:
@@ -131,9 +131,17 @@ def _advance_last_sent(session: Session, lines: pl.DataFrame) -> None:
                                 part.select("listing_id", "quantity").iter_rows())
     finally:
         cur.close()
+    if postgres:
+        # Temporary tables get no statistics from autovacuum: without them a
+        # one-line delta is planned as a hash join over every listing.
+        conn.exec_driver_sql("ANALYZE delivered_lines")
+    # Only the rows that change: a full feed mostly repeats what was sent,
+    # and rewriting a million unchanged rows costs PostgreSQL tens of seconds.
+    distinct = "IS DISTINCT FROM" if postgres else "IS NOT"
     conn.exec_driver_sql("UPDATE listings SET last_sent_quantity = d.quantity, needs_update = false "
-                         "FROM delivered_lines d WHERE listings.id = d.listing_id")
-    conn.exec_driver_sql("DELETE FROM delivered_lines")
+                         "FROM delivered_lines d WHERE listings.id = d.listing_id "
+                         f"AND (listings.last_sent_quantity {distinct} d.quantity OR listings.needs_update)")
+    conn.exec_driver_sql("TRUNCATE delivered_lines" if postgres else "DELETE FROM delivered_lines")
 
 
 def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *, failing: bool) -> int:
