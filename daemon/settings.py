@@ -128,6 +128,17 @@ class FeedSettings(_Model):
         return self
 
 
+def _check_ssh_login(password: str | None, key_file: Path | None, known_hosts: Path | None,
+                     fingerprint: str | None) -> None:
+    """An SFTP client's login and host-key pin (pulls and exports alike)."""
+    if password is None and key_file is None:
+        raise ValueError("give a password (password, password_env or password_file) or key_file")
+    if known_hosts is None and fingerprint is None:
+        raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
+    if fingerprint and not fingerprint.startswith("SHA256:"):
+        raise ValueError("host_key_fingerprint must look like SHA256:... (ssh-keygen -lf)")
+
+
 class PullSettings(_Model):
     """Poll a remote SFTP folder (the warehouse's server) for this source's feeds."""
 
@@ -151,12 +162,7 @@ class PullSettings(_Model):
     @model_validator(mode="after")
     def _auth_and_pin(self) -> PullSettings:
         password = _read_secret(self.password, self.password_env, self.password_file, "password")
-        if password is None and self.key_file is None:
-            raise ValueError("give a password (password, password_env or password_file) or key_file")
-        if self.known_hosts is None and self.host_key_fingerprint is None:
-            raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
-        if self.host_key_fingerprint and not self.host_key_fingerprint.startswith("SHA256:"):
-            raise ValueError("host_key_fingerprint must look like SHA256:... (ssh-keygen -lf)")
+        _check_ssh_login(password, self.key_file, self.known_hosts, self.host_key_fingerprint)
         return self
 
     def resolved_password(self) -> str | None:
@@ -242,12 +248,7 @@ class ExportSettings(_Model):
             raise ValueError(f"transport {self.transport!r} needs host and user")
         password = _read_secret(self.password, self.password_env, self.password_file, "password")
         if self.transport == "sftp":
-            if password is None and self.key_file is None:
-                raise ValueError("give a password (password, password_env or password_file) or key_file")
-            if self.known_hosts is None and self.host_key_fingerprint is None:
-                raise ValueError("pin the server's host key with known_hosts or host_key_fingerprint")
-            if self.host_key_fingerprint and not self.host_key_fingerprint.startswith("SHA256:"):
-                raise ValueError("host_key_fingerprint must look like SHA256:... (ssh-keygen -lf)")
+            _check_ssh_login(password, self.key_file, self.known_hosts, self.host_key_fingerprint)
         elif password is None:
             raise ValueError(f"transport {self.transport!r} needs a password (password, password_env or "
                              f"password_file)")
