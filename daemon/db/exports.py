@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from daemon.db.engine import driver_connection as dbapi
 from daemon.db.markets import channel_market
-from daemon.db.models import ExportRecord, MarketRecord, Merchant, Source
+from daemon.db.models import ExportRecord, Listing, MarketRecord, Merchant, Source
 from daemon.inventory import channels
 
 PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
@@ -198,10 +198,16 @@ def last_delivery(session: Session, market_id: int) -> datetime | None:
         .order_by(ExportRecord.delivered_at.desc()).limit(1))
 
 
-def market_sources_ids(session: Session, market: MarketRecord) -> list[int]:
-    """The ids of the sources feeding ``market`` (every source of the merchant when it names none)."""
-    domain = channel_market(market)
-    query = select(Source.id).where(Source.merchant_id == market.merchant_id)
-    if domain.sources is not None:
-        query = query.where(Source.name.in_(sorted(domain.sources)))
-    return list(session.scalars(query))
+def market_fingerprint(session: Session, merchant: str, market: str) -> tuple[object, ...]:
+    """What moves when the market should be sent something: its sources' stock versions
+    (bumped by every stock write, by any process or daemon), its rules, its newest listing."""
+    record = session.scalar(select(MarketRecord).join(Merchant).where(
+        Merchant.name == merchant, MarketRecord.name == market))
+    if record is None:
+        return ()
+    versions = session.execute(select(Source.name, Source.stock_version)
+                               .where(Source.merchant_id == record.merchant_id).order_by(Source.name)).all()
+    newest_listing = session.scalar(select(Listing.id).where(Listing.market_id == record.id)
+                                    .order_by(Listing.id.desc()).limit(1))
+    return (tuple(map(tuple, versions)), record.sources, record.buffer, record.percent, record.maximum,
+            record.minimum, newest_listing)

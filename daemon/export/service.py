@@ -29,13 +29,11 @@ from functools import partial
 from typing import Protocol
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import exports as db_exports
 from daemon.db.markets import get_market
-from daemon.db.models import Listing, MarketRecord, Merchant, Source
 from daemon.export import outbox, plan
 from daemon.export.destinations import destination_for
 from daemon.export.sender import AlertHook, Sent, send
@@ -105,7 +103,8 @@ class Exporter:
             self._seen.clear()  # a new leader starts from a fresh look
             return []
         with self._sessions() as session:
-            prints = {key: self._fingerprint(session, t) for key, t in self.targets.items()}
+            prints = {key: db_exports.market_fingerprint(session, t.merchant, t.market)
+                      for key, t in self.targets.items()}
         moved = [key for key, fp in prints.items() if self._seen.get(key) != fp]
         first_look = not self._seen
         self._seen = prints
@@ -162,17 +161,3 @@ class Exporter:
             except IntegrityError:
                 continue  # another daemon composed this market's export first: take that one
         return None
-
-    @staticmethod
-    def _fingerprint(session: Session, target: ExportTarget) -> tuple[object, ...]:
-        market = session.scalar(select(MarketRecord).join(Merchant).where(
-            Merchant.name == target.merchant, MarketRecord.name == target.market))
-        if market is None:
-            return ()
-        versions = session.execute(select(Source.name, Source.stock_version)
-                                   .where(Source.merchant_id == market.merchant_id)
-                                   .order_by(Source.name)).all()
-        listings = session.scalar(select(Listing.id).where(Listing.market_id == market.id)
-                                  .order_by(Listing.id.desc()).limit(1))
-        return (tuple(map(tuple, versions)), market.sources, market.buffer, market.percent, market.maximum,
-                market.minimum, listings)
