@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 # Registers the flush listener that bumps sources.stock_version on every ORM
 # write of stock: whoever makes a session has it.
-from daemon.db import stock_version  # noqa: F401
+from daemon.db import listings_version, stock_version  # noqa: F401
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 5) -> Engine:

@@ -1,4 +1,4 @@
-"""The exports outbox and what a market's listings should be sent.
+"""The exports outbox (what a market should be sent is ``db.market_lines``).
 
 Every status change of an export is here, as every upload's is in
 ``db.uploads``. The rule that makes delivery exactly-once: an export row is
@@ -21,46 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.db.engine import driver_connection as dbapi
-from daemon.db.markets import channel_market
-from daemon.db.models import ExportRecord, Listing, MarketRecord, Merchant, Source
-from daemon.inventory import channels
+from daemon.db.models import ExportRecord, MarketRecord, Merchant, Source
 
 PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
-LINES_SCHEMA = pl.Schema({"listing_id": pl.Int64(), "sku": pl.Utf8(), "quantity": pl.Int64(),
-                          "last_sent": pl.Int64()})
 _SLICE = 100_000
-
-
-def market_lines(session: Session, market: MarketRecord) -> pl.DataFrame:
-    """Every listing of ``market`` with the quantity it should be sent now (``LINES_SCHEMA``), by SKU.
-
-    The available units are summed in the database over the market's
-    sources (a negative level counts as 0, as ``channels.available_sum``
-    says), and the channel rules applied set-wise (``channels.rules_expr``).
-    """
-    domain = channel_market(market)
-    ph = "?" if session.get_bind().dialect.name == "sqlite" else "%s"
-    source_filter, params = "", list[object]([market.merchant_id])
-    if domain.sources is not None:
-        names = sorted(domain.sources)
-        source_filter = f" AND src.name IN ({', '.join([ph] * len(names))})" if names else " AND 1 = 0"
-        params += names
-    sql = (
-        "SELECT l.id, p.sku, COALESCE(a.available, 0), l.last_sent_quantity FROM listings l "
-        "JOIN products p ON p.id = l.product_id "
-        "LEFT JOIN (SELECT s.product_id, SUM(CASE WHEN s.quantity > 0 THEN s.quantity ELSE 0 END) AS available "
-        f"FROM stock s JOIN sources src ON src.id = s.source_id WHERE src.merchant_id = {ph}{source_filter} "
-        f"GROUP BY s.product_id) a ON a.product_id = l.product_id WHERE l.market_id = {ph} ORDER BY p.sku")
-    wire = {"listing_id": pl.Int64(), "sku": pl.Utf8(), "available": pl.Int64(), "last_sent": pl.Int64()}
-    cur = dbapi(session).cursor()
-    try:
-        cur.execute(sql, (*params, market.id))
-        parts = [pl.DataFrame(rows, orient="row", schema=wire) for rows in iter(lambda: cur.fetchmany(_SLICE), [])]
-    finally:
-        cur.close()
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema=wire)
-    return frame.select("listing_id", "sku", channels.rules_expr(pl.col("available"), domain.rules).alias("quantity"),
-                        "last_sent")
 
 
 def lines_blob(lines: pl.DataFrame) -> bytes:
@@ -200,14 +164,14 @@ def last_delivery(session: Session, market_id: int) -> datetime | None:
 
 def market_fingerprint(session: Session, merchant: str, market: str) -> tuple[object, ...]:
     """What moves when the market should be sent something: its sources' stock versions
-    (bumped by every stock write, by any process or daemon), its rules, its newest listing."""
+    (bumped by every stock write, by any process or daemon), its rules, its listings' version."""
     record = session.scalar(select(MarketRecord).join(Merchant).where(
         Merchant.name == merchant, MarketRecord.name == market))
     if record is None:
         return ()
     versions = session.execute(select(Source.name, Source.stock_version)
                                .where(Source.merchant_id == record.merchant_id).order_by(Source.name)).all()
-    newest_listing = session.scalar(select(Listing.id).where(Listing.market_id == record.id)
-                                    .order_by(Listing.id.desc()).limit(1))
+    listings = session.connection().exec_driver_sql(
+        f"SELECT listings_version FROM markets WHERE id = {int(record.id)}").scalar_one()
     return (tuple(map(tuple, versions)), record.sources, record.buffer, record.percent, record.maximum,
-            record.minimum, newest_listing)
+            record.minimum, listings)

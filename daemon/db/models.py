@@ -298,6 +298,9 @@ class MarketRecord(Base):
     from_config: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Bumped by every transaction that adds listings to the market
+    # (db.listings_version); never read through this attribute, which can be stale.
+    listings_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class MerchantPolicy(Base):

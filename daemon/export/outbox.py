@@ -9,26 +9,32 @@ file under the same name.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 
+import polars as pl
 from sqlalchemy.orm import Session
 
 from daemon.db import exports as db_exports
+from daemon.db.market_lines import market_lines
 from daemon.db.models import ExportRecord, MarketRecord
 from daemon.export import plan
 from daemon.export.formats import FORMATS
 from daemon.settings import ExportSettings
 
+Lines = Callable[[Session, MarketRecord], pl.DataFrame]  # db.market_lines, or a LinesCache's
+
 
 def preview(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind) -> tuple[str, bytes, int]:
     """(format, file bytes, lines) of the export ``kind`` would send now; nothing is written."""
-    lines = plan.select_lines(db_exports.market_lines(session, market), kind)
+    lines = plan.select_lines(market_lines(session, market), kind)
     fmt = FORMATS[export.format]
     return fmt.name, fmt.write(lines.select("sku", "quantity"), export.options), lines.height
 
 
 def compose(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind, *,
-            trigger: str, destination: str, now: datetime, node: str | None) -> ExportRecord | None:
+            trigger: str, destination: str, now: datetime, node: str | None,
+            lines_of: Lines = market_lines) -> ExportRecord | None:
     """The market's next export: its undelivered one, or a new one of ``kind`` (None: an empty delta).
 
     In the caller's transaction; another daemon composing at the same moment
@@ -38,7 +44,7 @@ def compose(session: Session, market: MarketRecord, export: ExportSettings, kind
     pending = db_exports.undelivered(session, market.id)
     if pending is not None:
         return pending
-    lines = plan.select_lines(db_exports.market_lines(session, market), kind)
+    lines = plan.select_lines(lines_of(session, market), kind)
     if lines.height == 0 and kind == "delta":
         return None
     fmt = FORMATS[export.format]

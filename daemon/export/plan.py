@@ -2,7 +2,7 @@
 
 A delta holds exactly the listings whose quantity now differs from the one
 last delivered to the market (never delivered counts as different); a full
-feed holds every listing. Both against ``db.exports.market_lines``.
+feed holds every listing. Both against ``db.market_lines``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import exports as db_exports
+from daemon.db.market_lines import LinesCache
 from daemon.db.markets import get_market
 from daemon.export import outbox, plan
 from daemon.export.destinations import destination_for
@@ -76,6 +77,9 @@ class Exporter:
         self.targets = {t.key: t for t in targets}
         self._locks = {key: threading.Lock() for key in self.targets}
         self._seen: dict[str, tuple[object, ...]] = {}
+        # Each market's lines between runs: a delta after one sale reads what
+        # moved, not a million listings (db.market_lines).
+        self.lines = LinesCache()
 
     def start(self, timer: Timer, *, poll_seconds: float = 1.0) -> None:
         """Put the polls and schedules on ``timer``."""
@@ -101,6 +105,7 @@ class Exporter:
         """Schedule a debounced delta for each market whose fingerprint moved; returns their keys."""
         if not self._leads():
             self._seen.clear()  # a new leader starts from a fresh look
+            self.lines.forget()  # and frees what it kept while it led
             return []
         with self._sessions() as session:
             prints = {key: db_exports.market_fingerprint(session, t.merchant, t.market)
@@ -156,7 +161,8 @@ class Exporter:
                     if owed is not None:
                         return owed.id, False
                     record = outbox.compose(session, market, target.settings, kind, trigger=trigger,
-                                            destination=destination, now=datetime.now(UTC), node=self._node)
+                                            destination=destination, now=datetime.now(UTC), node=self._node,
+                                            lines_of=self.lines.market_lines)
                     return None if record is None else (record.id, True)
             except IntegrityError:
                 continue  # another daemon composed this market's export first: take that one
