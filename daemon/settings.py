@@ -180,7 +180,8 @@ class SourceSettings(_Model):
     pull: PullSettings | None = None
 
 
-EXPORT_FORMATS = ("csv", "amazon_price_quantity", "amazon_inventory_loader", "ebay_revise", "walmart_json")
+EXPORT_FORMATS = ("csv", "amazon_price_quantity", "amazon_inventory_loader", "ebay_revise", "walmart_json",
+                  "shopify_inventory")
 
 
 class ExportSettings(_Model):
@@ -210,7 +211,8 @@ class ExportSettings(_Model):
     ca_file: Path | None = None
     format: str = "csv"
     # Format options (csv: columns, delimiter, escape_formulas; ebay_revise:
-    # site_id, country, currency, spelling), passed to the writer as text.
+    # site_id, country, currency, spelling; shopify_inventory: location),
+    # passed to the writer as text.
     options: dict[str, str] = Field(default_factory=dict)
     # {market}, {kind} (delta or full), {timestamp} (UTC, 20261202T051500Z),
     # {delivery} (the outbox number: unique per delivery) and {ext}.

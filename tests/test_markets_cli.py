@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,27 @@ def test_a_listing_file_without_a_header_is_rejected_whole(
     assert result.code == exitcodes.REJECTED
     assert "junk.csv rejected" in result.err and len(result.err.strip().splitlines()) == 1
     assert run_cli(capsys, "-c", config, "inventory", "--json").json() == {"inventory": []}
+
+
+def test_a_shopify_export_imported_by_the_cli_is_written_back_at_its_location(
+    tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "conf", ONE_WAREHOUSE + """
+[[merchants.markets]]
+name = "shop"
+kind = "shopify"
+[merchants.markets.export]
+folder = "out"
+format = "shopify_inventory"
+options = { location = "Warehouse East" }
+""", database_url=database.url)
+    assert run_cli(capsys, "-c", config, "db", "upgrade").code == 0
+    imported = run_cli(capsys, "-c", config, "market", "import-listings", "shop",
+                       LISTINGS / "shopify_inventory_export.csv", "--json")
+    assert imported.code == 0, imported.err
+    assert (imported.json()["format"], imported.json()["listings"]) == ("shopify", 1)
+    dry = run_cli(capsys, "-c", config, "export", "shop", "--full", "--dry-run")
+    assert dry.code == 0, dry.err
+    [row] = list(csv.DictReader(io.StringIO(dry.out, newline="")))
+    assert (row["Handle"], row["Option1 Value"], row["SKU"], row["Location"], row["On hand (new)"]) == (
+        "mug", "Blue", "A-100", "Warehouse East", "10")  # 4 + 6 available over both locations

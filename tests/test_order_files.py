@@ -96,3 +96,42 @@ def test_bad_listing_rows_are_reported_and_the_good_ones_kept(tmp_path: Path) ->
     assert parsed.rows == [("A", 1)]
     assert [(e.row, e.column, e.value) for e in parsed.errors] == [
         (3, "quantity", "-2"), (4, "sku", None), (5, "quantity", "lots")]
+
+
+SHOPIFY_HEADER = ("Handle,Option1 Value,Option2 Value,Option3 Value,SKU,Location,Incoming (not editable),"
+                  "Unavailable (not editable),Committed (not editable),Available (not editable),"
+                  "On hand (current),On hand (new)")
+
+
+def test_a_shopify_export_keeps_each_variants_handle_options_and_locations(tmp_path: Path) -> None:
+    path = tmp_path / "inventory_export_1.csv"
+    path.write_bytes(("\ufeff" + SHOPIFY_HEADER + "\r\n"
+                      "mug,Blue,11oz,,0017,Shop location,0,0,1,4,5,\r\n"
+                      "mug,Blue,11oz,,0017,\"Entrepôt, Lyon\",0,0,0,-3,-3,\r\n"  # oversold: counts as 0
+                      "mug,Red,11oz,,0018,Shop location,0,0,0,not stocked,Not stocked,\r\n"  # not kept there
+                      "mug,Red,11oz,,0018,\"Entrepôt, Lyon\",0,0,0,2,2,\r\n"
+                      ",Green,,,0019,Shop location,0,0,0,1,1,\r\n"  # no handle: cannot be written back
+                      "cap,Default Title,,,CAP-1,,0,0,0,6,6,\r\n"  # no location: neither
+                      "\r\n").encode())
+    parsed = read_listings(path)
+    assert (parsed.format, parsed.rows) == ("shopify", [("0017", 4), ("0018", 2)])
+    assert parsed.locations == [("0017", "Shop location", "mug", "Blue", "11oz", None),
+                                ("0017", "Entrepôt, Lyon", "mug", "Blue", "11oz", None),
+                                ("0018", "Entrepôt, Lyon", "mug", "Red", "11oz", None)]
+    assert [(e.row, e.column, e.value, e.sku) for e in parsed.errors] == [
+        (6, "Handle", None, "0019"), (7, "Location", None, "CAP-1")]
+    assert "send this variant's quantity back to Shopify" in parsed.errors[0].message
+
+
+def test_the_shopify_sample_keeps_its_two_locations_and_not_the_unstocked_one() -> None:
+    parsed = read_listings(SAMPLES / "listings" / "shopify_inventory_export.csv")
+    assert parsed.locations == [("A-100", "Shop location", "mug", "Blue", None, None),
+                                ("A-100", "Warehouse East", "mug", "Blue", None, None)]
+    assert read_listings(SAMPLES / "listings" / "generic_listings.csv").locations is None
+
+
+def test_a_shopify_export_without_its_handle_column_is_rejected_as_a_whole(tmp_path: Path) -> None:
+    path = tmp_path / "inventory_export_1.csv"
+    path.write_text("SKU,Location,Available (not editable)\n0017,Shop location,4\n")
+    with pytest.raises(FeedError, match="needs the column.s. Handle"):
+        read_listings(path)

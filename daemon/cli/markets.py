@@ -128,7 +128,7 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
         with synced(app) as session:
             record = get_market(session, merchant_name, market)
             result = import_listing_rows(session, record, parsed.rows, now=app.now(), actor="cli",
-                                         reference=f"listings:{market}:{file.name}")
+                                         reference=f"listings:{market}:{file.name}", locations=parsed.locations)
     except FeedError as exc:
         rejected(file, exc)
         return

@@ -16,6 +16,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from daemon.db.catalog import get_merchant, get_or_create_product
+from daemon.db.listing_details import LocationRow, replace_locations
 from daemon.db.models import Listing, MarketRecord, Merchant, MerchantPolicy, Product, Source, Stock
 from daemon.db.stock import current_level, lock_source, write_change
 from daemon.errors import FeedError, NotFound, UserError
@@ -235,11 +236,15 @@ class ListingImportResult:
 
 def import_listing_rows(
     session: Session, market: MarketRecord, rows: Sequence[tuple[str, int]], *,
-    now: datetime, actor: str, reference: str | None = None,
+    now: datetime, actor: str, reference: str | None = None, locations: Sequence[LocationRow] | None = None,
 ) -> ListingImportResult:
     """Import a market's listings. The merchant's first market sets merchant-fulfilled
     quantities (ledger reason import); a later market's quantities are left alone and
-    its listings are marked to be sent the current inventory."""
+    its listings are marked to be sent the current inventory.
+
+    ``locations`` (a Shopify inventory export's) replace the locations of the
+    listings on the file; None (a file without them) leaves them as they are.
+    """
     mf = session.scalar(select(Source).where(Source.merchant_id == market.merchant_id,
                                              Source.kind == MERCHANT_FULFILLED))
     if mf is None:
@@ -271,6 +276,7 @@ def import_listing_rows(
     listed = dict(rows)
     existing = {lst.product_id: lst for lst in session.scalars(
         select(Listing).where(Listing.market_id == market.id))}
+    on_file: dict[str, Listing] = {}
     for status in result.listings:
         product = products[status.sku]
         listing = existing.get(product.id)
@@ -280,11 +286,14 @@ def import_listing_rows(
         listing.listed_quantity = listed.get(status.sku)
         listing.needs_update = status.needs_update
         listing.updated_at = now
+        on_file[status.sku] = listing
     if result.first_integration and policy.first_market_id is None:
         policy.first_market_id, policy.integrated_at = market.id, now
     if market.connected_at is None:
         market.connected_at = now
     session.flush()
+    if locations is not None:
+        replace_locations(session, {sku: listing.id for sku, listing in on_file.items()}, locations)
     # A later file of the first market can change levels other markets show.
     others = session.scalars(select(MarketRecord.name).where(
         MarketRecord.merchant_id == market.merchant_id, MarketRecord.id != market.id)).all()

@@ -341,6 +341,26 @@ class Listing(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ListingLocation(Base):
+    """A location a listing came with on its market's listing file, and how that file names the item.
+
+    Shopify's inventory file has one row per variant and location, keyed by
+    the product's handle and its option values; the export writes those rows
+    back, so the import keeps them (``db.listing_details``). A table of its
+    own rather than columns on ``listings``: a variant is stocked at any
+    number of locations, and only Shopify markets have rows here.
+    """
+
+    __tablename__ = "listing_locations"
+
+    listing_id: Mapped[int] = mapped_column(ForeignKey("listings.id", ondelete="CASCADE"), primary_key=True)
+    location: Mapped[str] = mapped_column(String(255), primary_key=True)
+    handle: Mapped[str] = mapped_column(String(255))
+    option1: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    option2: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    option3: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
 class OrderLineRecord(Base):
     """One line of one market order, imported once.
 

@@ -16,10 +16,11 @@ import polars as pl
 from sqlalchemy.orm import Session
 
 from daemon.db import exports as db_exports
+from daemon.db import listing_details
 from daemon.db.market_lines import market_lines
 from daemon.db.models import ExportRecord, MarketRecord
 from daemon.export import plan
-from daemon.export.formats import FORMATS
+from daemon.export.formats import FORMATS, Format
 from daemon.settings import ExportSettings
 
 Lines = Callable[[Session, MarketRecord], pl.DataFrame]  # db.market_lines, or a LinesCache's
@@ -29,7 +30,17 @@ def preview(session: Session, market: MarketRecord, export: ExportSettings, kind
     """(format, file bytes, lines) of the export ``kind`` would send now; nothing is written."""
     lines = plan.select_lines(market_lines(session, market), kind)
     fmt = FORMATS[export.format]
-    return fmt.name, fmt.write(lines.select("sku", "quantity"), export.options), lines.height
+    return fmt.name, _write(session, market, fmt, lines, export), lines.height
+
+
+def _write(session: Session, market: MarketRecord, fmt: Format, lines: pl.DataFrame, export: ExportSettings) -> bytes:
+    """The file for ``lines``, with the listing data the format asks for joined on (most ask for none)."""
+    if not fmt.listing_data:
+        return fmt.write(lines.select("sku", "quantity"), export.options)
+    details = listing_details.fetch(session, market.id, lines.get_column("listing_id"), fmt.listing_data)
+    frame = lines.select("listing_id", "sku", "quantity").join(details, on="listing_id", how="left",
+                                                                maintain_order="left")
+    return fmt.write(frame.drop("listing_id"), export.options)
 
 
 def compose(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind, *,
@@ -48,7 +59,7 @@ def compose(session: Session, market: MarketRecord, export: ExportSettings, kind
     if lines.height == 0 and kind == "delta":
         return None
     fmt = FORMATS[export.format]
-    content = fmt.write(lines.select("sku", "quantity"), export.options)
+    content = _write(session, market, fmt, lines, export)
     record = db_exports.add_export(
         session, market_id=market.id, kind=kind, trigger=trigger, file_name="", format=fmt.name,
         destination=destination[:300], sha256=hashlib.sha256(content).hexdigest(), size=len(content),

@@ -9,7 +9,7 @@ cannot take the daemon down.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -75,6 +75,24 @@ def parse_feed(path: Path, options: ParseOptions) -> ParsedFeed:
     rows, labels = _used_rows(table, source, options)
     del table
     return _finish(rows, labels, source, options)
+
+
+def read_columns(path: Path, options: ParseOptions, names: Sequence[str]) -> pl.DataFrame:
+    """``row`` (numbered as ``parse_feed`` numbers rows) and the named columns of a text file.
+
+    For a reader that needs more of a file than the four roles (a Shopify
+    export's handle and option values), joined onto ``parse_feed``'s rows by
+    ``row``. Cells are trimmed, empty is null; headers match as
+    ``headers.normalise`` makes them, and one the file lacks gives a null column.
+    """
+    table, source = _read_text(Path(path).read_bytes(), options)
+    index: dict[str, int] = {}
+    for i, header in enumerate(source.header):
+        index.setdefault(heads.normalise(header), i)
+    cells = [(_trimmed(pl.col(table.columns[index[heads.normalise(n)]])) if heads.normalise(n) in index
+              else pl.lit(None, pl.Utf8)).alias(n) for n in names]
+    first = source.first_row
+    return table.select(pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias("row"), *cells)
 
 
 @dataclass

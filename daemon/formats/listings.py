@@ -1,7 +1,9 @@
 """Read a market's listings: one quantity per SKU, in the market's own format.
 
 Walmart's inventory JSON is read as such; a Shopify inventory export takes
-``Available (not editable)`` summed over its locations; everything else
+``Available (not editable)`` summed over its locations, and keeps each
+location with the handle and option values that name the variant there (the
+export writes those rows back); everything else
 (generic CSV, Amazon's tab-delimited inventory report, eBay Seller Hub / File
 Exchange with its ``#INFO`` preamble) goes through the feed reader, which
 knows their SKU and quantity headers.
@@ -17,29 +19,37 @@ from pathlib import Path
 
 from daemon.errors import FeedError
 from daemon.formats import decode as decoding
-from daemon.formats.feeds import ParseOptions, RowError, parse_feed
+from daemon.formats.feeds import ParseOptions, RowError, parse_feed, read_columns
 from daemon.formats.headers import normalise
 
 
 @dataclass
 class ListingFile:
-    """A market's listings: (sku, quantity) with one quantity per SKU."""
+    """A market's listings: (sku, quantity) with one quantity per SKU.
+
+    ``locations``: a Shopify export's (sku, location, handle, option1,
+    option2, option3) rows, one per location a SKU is stocked at; None for
+    the formats that have none.
+    """
 
     rows: list[tuple[str, int]]
     errors: list[RowError]
     total_rows: int
     format: str
     warnings: list[str] = field(default_factory=list)
+    locations: list[tuple[str, str, str, str | None, str | None, str | None]] | None = None
 
 
 _SHOPIFY_QUANTITY = "Available (not editable)"
+_SHOPIFY_NAMES = ("Handle", "Option1 Value", "Option2 Value", "Option3 Value")
 
 
 def read_listings(path: Path) -> ListingFile:
     """A listing file in the market's own format, or generic ``sku,quantity``.
 
     Walmart's inventory JSON is read as such; a Shopify inventory export
-    takes ``Available (not editable)`` summed over its locations; everything
+    takes ``Available (not editable)`` summed over its locations, and keeps
+    its locations (``_shopify``); everything
     else (generic CSV, Amazon's tab-delimited inventory report, eBay Seller
     Hub / File Exchange with its ``#INFO`` preamble) goes through the feed
     parser, which knows their SKU and quantity headers.
@@ -50,18 +60,48 @@ def read_listings(path: Path) -> ListingFile:
         return _walmart_json(raw)
     probe = decoding.decode(raw[:8192]).data if raw else b""
     if normalise(_SHOPIFY_QUANTITY).encode() in re.sub(rb"[\W_]+", b"", probe.lower()):
-        feed = parse_feed(path, ParseOptions(
-            columns={"sku": "SKU", "quantity": _SHOPIFY_QUANTITY, "location": "Location"},
-            negative="clamp"))
-        fmt = "shopify"
-    else:
-        feed = parse_feed(path, ParseOptions(negative="reject", duplicates="reject"))
-        fmt = _guess_format(feed.header, feed.delimiter)
+        return _shopify(path)
+    feed = parse_feed(path, ParseOptions(negative="reject", duplicates="reject"))
+    fmt = _guess_format(feed.header, feed.delimiter)
     totals: dict[str, int] = {}
     for sku, quantity in feed.frame.select("sku", "quantity").iter_rows():
         totals[sku] = totals.get(sku, 0) + int(quantity)
     return ListingFile(list(totals.items()), list(feed.errors), feed.total_rows, fmt,
                        list(feed.warnings))
+
+
+def _shopify(path: Path) -> ListingFile:
+    """A Shopify inventory export: the Available units summed per SKU, and the rows' locations.
+
+    A negative Available (oversold) counts as 0; a ``Not stocked`` row is
+    no row: the variant is not kept there, and the export leaves that
+    location out, so Shopify leaves it as it is. A row without its handle or
+    location could not be written back: it is a row error, and not counted.
+    """
+    options = ParseOptions(columns={"sku": "SKU", "quantity": _SHOPIFY_QUANTITY, "location": "Location"},
+                           negative="clamp")
+    feed = parse_feed(path, options)
+    header = {normalise(h) for h in feed.header}
+    missing = [name for name in ("Handle", "Location") if normalise(name) not in header]
+    if missing:
+        raise FeedError(f"a Shopify inventory export needs the column(s) {', '.join(missing)}, "
+                        "to write quantities back to the right variant and location")
+    named = read_columns(path, options, _SHOPIFY_NAMES)
+    rows = feed.frame.select("row", "sku", "quantity", "location").join(named, on="row", how="left",
+                                                                         maintain_order="left")
+    errors = list(feed.errors)
+    totals: dict[str, int] = {}
+    locations = []
+    for row, sku, quantity, location, handle, option1, option2, option3 in rows.iter_rows():
+        if handle is None or location is None:
+            column = "Handle" if handle is None else "Location"
+            errors.append(RowError(row, column, None, f"{column} is empty: Stockdrop needs it to send "
+                                                      "this variant's quantity back to Shopify", sku))
+            continue
+        totals[sku] = totals.get(sku, 0) + int(quantity)
+        locations.append((sku, location, handle, option1, option2, option3))
+    errors.sort(key=lambda e: (e.row is None, e.row or 0))
+    return ListingFile(list(totals.items()), errors, feed.total_rows, "shopify", list(feed.warnings), locations)
 
 
 def _guess_format(header: Sequence[str], delimiter: str | None) -> str:

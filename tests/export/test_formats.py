@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.export.formats import FORMATS, amazon
+from daemon.export.formats import FORMATS, amazon, shopify
 from daemon.export.formats import csv as generic_csv
 from daemon.formats.cells import escape_cell
 
@@ -29,7 +29,27 @@ QUANTITIES = [5, 0, 12, 3, 7, 1, 2]
 SOURCES = ["north", "north", "south", "@east", "west", "south", "north"]  # "@east": escaped too, not only SKUs
 
 EXTENSIONS = {"csv": "csv", "amazon_price_quantity": "txt", "amazon_inventory_loader": "txt",
-              "ebay_revise": "csv", "walmart_json": "json"}
+              "ebay_revise": "csv", "walmart_json": "json", "shopify_inventory": "csv"}
+
+
+def at(location: str, handle: str, *options: str) -> dict[str, str | None]:
+    """One location a listing came with on its Shopify export, as ``db.listing_details`` gives it."""
+    values = [*options, None, None, None][:3]
+    return {"location": location, "handle": handle, "option1": values[0], "option2": values[1], "option3": values[2]}
+
+
+# One location per SKU: what a Shopify format writes with no options.
+ONE_EACH = [[at("Shop location", "widget", "Default Title")], [at("Warehouse East", "t-shirt", "Red", "M")],
+            [at("Shop location", "mug", "11oz", "White", "Matte")], [at("Entrepôt, Lyon", "box", "Big")],
+            [at("Shop location", "café", "Ü")], [at("Shop location", "formula", "=A1")],
+            [at("Warehouse East", "minus", "-5")]]
+# Several locations; with location = "Warehouse East" only that one is written.
+SEVERAL = [[at("Shop location", "widget", "Default Title")],  # not at Warehouse East: written there all the same
+           [at("Shop location", "t-shirt", "Red", "M"), at("Warehouse East", "t-shirt", "Red", "M")],
+           [at("Warehouse East", "mug", "11oz", "White", "Matte"), at("Entrepôt, Lyon", "mug", "11oz", "White", "Matte")],
+           [at("Entrepôt, Lyon", "box", "Big")], [at("Warehouse East", "café", "Ü")],
+           [at("Shop location", "formula", "=A1"), at("Warehouse East", "formula", "=A1")],
+           [at("Warehouse East", "minus", "-5")]]
 
 # (golden file, format, options)
 CASES = [
@@ -41,6 +61,8 @@ CASES = [
     ("ebay_revise.csv", "ebay_revise", {}),
     ("ebay_revise-legacy.csv", "ebay_revise", {"spelling": "legacy"}),
     ("walmart_json.json", "walmart_json", {}),
+    ("shopify_inventory.csv", "shopify_inventory", {}),
+    ("shopify_inventory-location.csv", "shopify_inventory", {"location": "Warehouse East"}),
 ]
 
 
@@ -53,7 +75,15 @@ def lines() -> pl.DataFrame:
     return frame(source=SOURCES)
 
 
+def with_locations(data: pl.DataFrame, locations: list[list[dict[str, str | None]]] | None = None) -> pl.DataFrame:
+    return data.with_columns(pl.Series("locations", locations or ONE_EACH[:data.height],
+                                       dtype=pl.List(shopify.LOCATION)))
+
+
 def write(name: str, data: pl.DataFrame, **options: str) -> bytes:
+    """What the writer makes of ``data``; the lines carry the listing data it asks for, as the outbox joins it."""
+    if FORMATS[name].listing_data and "locations" not in data.columns and data.height:
+        data = with_locations(data, SEVERAL if "location" in options else None)
     return FORMATS[name].write(data, options)
 
 
@@ -71,7 +101,8 @@ def read_back(name: str, data: bytes, **options: str) -> list[tuple[str, int]]:
         return [(item["sku"], item["quantity"]["amount"]) for item in doc["Inventory"]]
     rows = read_delimited(data, "\t" if name.startswith("amazon") else options.get("delimiter", ","))
     header, body = rows[0], rows[1:]
-    sku, quantity = ({"ebay_revise": (1, 2)}.get(name) or (header.index("sku"), header.index("quantity")))
+    sku, quantity = ({"ebay_revise": (1, 2), "shopify_inventory": (4, 11)}.get(name)
+                     or (header.index("sku"), header.index("quantity")))
     assert all(len(row) == len(header) for row in body)
     return [(row[sku], int(row[quantity])) for row in body]
 
@@ -183,3 +214,50 @@ def test_random_skus_read_back_from_walmart_json_and_csv(pairs: list[tuple[str, 
     data = frame([s for s, _ in pairs], [q for _, q in pairs])
     assert read_back("walmart_json", write("walmart_json", data)) == pairs
     assert read_back("csv", write("csv", data, escape_formulas="false")) == pairs
+
+
+def test_shopify_writes_each_variant_back_at_the_location_it_came_with() -> None:
+    rows = list(csv.DictReader(io.StringIO(write("shopify_inventory", lines()).decode(), newline="")))
+    assert tuple(rows[0]) == shopify.COLUMNS
+    assert [(r["Handle"], r["Option1 Value"], r["Option2 Value"], r["Option3 Value"], r["SKU"], r["Location"])
+            for r in rows] == [(loc["handle"], loc["option1"] or "", loc["option2"] or "", loc["option3"] or "", sku,
+                                loc["location"]) for sku, [loc] in zip(SKUS, ONE_EACH, strict=True)]
+    assert [r["On hand (new)"] for r in rows] == [str(q) for q in QUANTITIES]
+    # Shopify reads none of these; what the export said there is stale.
+    assert {r[c] for r in rows for c in shopify.COLUMNS[6:11]} == {""}
+    # Uploaded, not opened: a formula-like SKU or option is written as it is.
+    assert [(r["SKU"], r["Option1 Value"]) for r in rows][-2:] == [("=SUM(A1)", "=A1"), ("-5", "-5")]
+
+
+def test_shopify_with_a_location_writes_that_row_only_and_leaves_the_others_out() -> None:
+    rows = list(csv.DictReader(io.StringIO(
+        write("shopify_inventory", lines(), location="Warehouse East").decode(), newline="")))
+    assert [(r["SKU"], r["Location"], r["On hand (new)"]) for r in rows] == [
+        (sku, "Warehouse East", str(q)) for sku, q in zip(SKUS, QUANTITIES, strict=True)]
+    assert [r["Option3 Value"] for r in rows][2] == "Matte"  # the row at that location, with its options
+
+
+def test_shopify_refuses_a_sku_at_several_locations_without_the_location_option() -> None:
+    with pytest.raises(ValueError, match=r"'TSHIRT-RED-M' at Shop location, Warehouse East; 'MUG-11OZ.WHITE' at "
+                                         r"Warehouse East, Entrepôt, Lyon; '=SUM\(A1\)'.*set the option location"):
+        write("shopify_inventory", with_locations(lines(), SEVERAL))
+
+
+def test_shopify_names_the_skus_that_came_with_no_location() -> None:
+    data = with_locations(frame(["0017", "A", "0018"], [1, 2, 3]),
+                          [[], [at("Shop location", "a")], None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"no location for SKU\(s\) '0017', '0018': import the market's listings "
+                                         "from a Shopify inventory export"):
+        write("shopify_inventory", data, location="Shop location")  # a location names where, not which variant
+    with pytest.raises(ValueError, match="no location for SKU"):
+        write("shopify_inventory", frame(["0017"], [1]).with_columns(
+            pl.lit(None, pl.List(shopify.LOCATION)).alias("locations")))
+    with pytest.raises(ValueError, match="location is empty"):
+        write("shopify_inventory", lines(), location=" ")
+
+
+def test_the_listing_data_a_format_asks_for_is_what_the_database_gives() -> None:
+    from daemon.db import listing_details
+
+    assert {kind for f in FORMATS.values() for kind in f.listing_data} <= listing_details.KINDS
+    assert shopify.LOCATION == listing_details.LOCATION

@@ -6,6 +6,10 @@ the bytes of one file. SKUs are written exactly as stored (leading zeros,
 dots, dashes), the generic csv's formula escape aside (see ``csv``). Writers
 are pure: no I/O, no clock. Output is UTF-8, and every format ends its lines
 in "\n", CSV included: one rule for all of them.
+
+A writer that needs more of each listing than its SKU names it in
+``listing_data`` (kinds of ``db.listing_details``): the lines then carry one
+more column per kind, fetched only for such formats.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ class Format:
     extension: str  # without the dot: "txt", "csv", "json"
     write: Writer
     description: str
+    listing_data: tuple[str, ...] = ()  # e.g. ("locations",): extra columns the lines must carry
 
 
 FORMATS: dict[str, Format] = {}  # filled below, one line per format
 
 # At the bottom because each format module imports ``Format`` from here.
-from daemon.export.formats import amazon, csv, ebay, walmart
+from daemon.export.formats import amazon, csv, ebay, shopify, walmart
 
 FORMATS.update((f.name, f) for f in (
     csv.FORMAT,
@@ -40,4 +45,5 @@ FORMATS.update((f.name, f) for f in (
     amazon.INVENTORY_LOADER,
     ebay.FORMAT,
     walmart.FORMAT,
+    shopify.FORMAT,
 ))
