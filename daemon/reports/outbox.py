@@ -177,6 +177,9 @@ class Mailer:
             self._record(email_id, str(exc), permanent=True)
             log.error("email_refused", email_id=email_id, message_id=message_id, error=str(exc))
             return Outcome(email_id, db_email.FAILED, tries, str(exc))
+        except Exception as exc:  # a bug or a secret gone missing: not the mail's fault; the next pass tries
+            self._record(email_id, f"{type(exc).__name__}: {exc}")
+            raise
         refused = accepted[-1].refused
         note = "; ".join(f"refused {rcpt}: {why}" for rcpt, why in refused.items()) or None
         with self._sessions() as session, session.begin():

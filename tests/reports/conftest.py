@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from daemon.settings import SmtpSettings
+from tests.export.test_exports import make_world  # noqa: F401 - the exports' world, for their alerts
 from tests.helpers import self_signed_cert
 
 SMTP_USER, SMTP_PASSWORD = "stockdrop", "mail-s3cret"
@@ -39,7 +40,7 @@ class Received:
         assert body is not None and body.get_content_type() == f"text/{subtype}", f"no text/{subtype} part"
         content = body.get_content()
         assert isinstance(content, str)
-        return content
+        return content.replace("\r\n", "\n")
 
 
 @dataclass
