@@ -125,7 +125,10 @@ def test_the_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyP
     copy = tmp_path / "stockdrop.toml"
     copy.write_text(example.read_text())
     monkeypatch.setenv("AMAZON_SFTP_PASSWORD", "secret")  # the example's export password comes from here
+    monkeypatch.setenv("SMTP_PASSWORD", "mail-secret")
     settings = load_settings(copy)
+    assert settings.smtp is not None and settings.smtp.resolved_password() == "mail-secret"
+    assert settings.smtp.resolved_port == 587
     assert settings.merchants[0].sources[0].name == "main-warehouse"
     [(_, market, export)] = settings.export_targets()
     assert (market, export.transport, export.format) == ("amazon-de", "sftp", "amazon_price_quantity")
