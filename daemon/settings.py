@@ -169,15 +169,37 @@ class PullSettings(_Model):
         return _read_secret(self.password, self.password_env, self.password_file, "password")
 
 
+_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
+
+
+def _check_emails(value: list[str] | None) -> list[str] | None:
+    """Bare addresses only: a name part or a comma would let one entry become several recipients."""
+    for address in value or []:
+        if not _EMAIL.fullmatch(address):
+            raise ValueError(f"not an email address: {address!r}")
+    return value
+
+
 class SourceSettings(_Model):
     name: Name
     kind: Literal["warehouse", "merchant-fulfilled"] = "warehouse"
+    # Who gets this source's alerts and digest section instead of the merchant's
+    # report_recipients (the warehouse's own team, say). None: the merchant's.
+    report_recipients: list[str] | None = None
     # The inbox. Default: <data_dir>/sources/<merchant>/<source>/inbox
     drop_folder: Path | None = None
     # Allocation order for orders: lower first. merchant-fulfilled defaults to 0.
     priority: int = 100
     feed: FeedSettings = Field(default_factory=FeedSettings)
     pull: PullSettings | None = None
+
+    @field_validator("report_recipients")
+    @classmethod
+    def _emails(cls, value: list[str] | None) -> list[str] | None:
+        return _check_emails(value)
+
+    def recipients(self, merchant: MerchantSettings) -> list[str]:
+        return list(self.report_recipients if self.report_recipients is not None else merchant.report_recipients)
 
 
 EXPORT_FORMATS = ("csv", "amazon_price_quantity", "amazon_inventory_loader", "ebay_revise", "walmart_json",
@@ -295,9 +317,7 @@ class MerchantSettings(_Model):
     @field_validator("report_recipients")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
-                raise ValueError(f"not an email address: {address!r}")
+        _check_emails(value)
         return value
 
     @model_validator(mode="after")
@@ -400,6 +420,68 @@ class ListenerSettings(_Model):
     bans: BanSettings = Field(default_factory=BanSettings)
 
 
+class SmtpSettings(_Model):
+    """The mail server alerts and digests go through (``[smtp]``).
+
+    ``security``: ``starttls`` (port 587 by default) upgrades a plain
+    connection and refuses a server that does not offer STARTTLS; ``tls`` is
+    TLS from the first byte (port 465); ``none`` sends in the clear (port 25,
+    a relay on the same box). The server's certificate is checked against the
+    system's CAs, or only those in ``ca_file``.
+    """
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    from_address: str
+    # The right-hand side of every Message-ID. Default: the from address's domain.
+    message_id_domain: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    tries: int = Field(default=4, ge=1)  # per pass of the outbox, with backoff between them
+    retry_max_seconds: float = Field(default=60.0, gt=0)  # the backoff's cap
+    poll_seconds: float = Field(default=5.0, gt=0)  # how often the leader looks at the outbox
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_is_an_address(cls, value: str) -> str:
+        _check_emails([value])
+        return value
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpSettings:
+        password = _read_secret(self.password, self.password_env, self.password_file, "password")
+        if (self.user is None) != (password is None):
+            raise ValueError("user and a password (password, password_env or password_file) go together")
+        if password is not None and self.security == "none":
+            raise ValueError("a password is never sent in the clear: use security = 'starttls' or 'tls'")
+        return self
+
+    @property
+    def resolved_port(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+    @property
+    def domain(self) -> str:
+        return self.message_id_domain or self.from_address.rsplit("@", 1)[1]
+
+    def resolved_password(self) -> str | None:
+        return _read_secret(self.password, self.password_env, self.password_file, "password")
+
+
+class AlertSettings(_Model):
+    """Mail sent at once when a file is rejected or held, or a market's exports keep failing."""
+
+    enabled: bool = True
+    # Alerts of the same cause (one source, one kind of reason) within this
+    # window are one mail; the next mail after it counts the ones held back.
+    coalesce_seconds: float = Field(default=900.0, ge=0)
+
+
 class Settings(_Model):
     config_path: Path | None = None
     data_dir: Path = Path("data")
@@ -410,6 +492,8 @@ class Settings(_Model):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     listeners: ListenerSettings = Field(default_factory=ListenerSettings)
     merchants: list[MerchantSettings] = Field(default_factory=list)
+    smtp: SmtpSettings | None = None  # no [smtp]: no mail is written or sent
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="after")
     def _unique_merchants(self) -> Settings:
@@ -502,6 +586,8 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
     raw.setdefault("data_dir", str(base / "data"))
     if isinstance(raw.get("database"), dict):
         fix(raw["database"], ("url_file", "password_file"))
+    if isinstance(raw.get("smtp"), dict):
+        fix(raw["smtp"], ("password_file", "ca_file"))
     listeners = raw.get("listeners")
     if isinstance(listeners, dict):
         if isinstance(listeners.get("ftp"), dict):

@@ -124,7 +124,7 @@ def test_read_only_commands_load_the_database_layer_but_not_polars_alembic_or_th
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "init", tmp_path / "demo").code == 0
     config = tmp_path / "demo" / "stockdrop.toml"
-    for args in (("inventory", "--sku", "0001234", "--json"), ("history",), ("ledger", "--json")):
+    for args in (("inventory", "--sku", "0001234", "--json"), ("history",), ("ledger", "--json"), ("outbox",)):
         assert _loaded("-c", config, *args) <= {"sqlalchemy", "pydantic"}, args
 
 

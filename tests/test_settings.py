@@ -125,7 +125,10 @@ def test_the_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyP
     copy = tmp_path / "stockdrop.toml"
     copy.write_text(example.read_text())
     monkeypatch.setenv("AMAZON_SFTP_PASSWORD", "secret")  # the example's export password comes from here
+    monkeypatch.setenv("SMTP_PASSWORD", "mail-secret")
     settings = load_settings(copy)
+    assert settings.smtp is not None and settings.smtp.resolved_password() == "mail-secret"
+    assert settings.smtp.resolved_port == 587
     assert settings.merchants[0].sources[0].name == "main-warehouse"
     [(_, market, export)] = settings.export_targets()
     assert (market, export.transport, export.format) == ("amazon-de", "sftp", "amazon_price_quantity")
@@ -147,3 +150,36 @@ def test_a_market_export_that_cannot_work_is_refused_at_load(tmp_path: Path, exp
         parse_settings(raw, base=tmp_path)
     [(key, message)] = info.value.problems
     assert key.startswith("merchants[0].markets[0].export") and says in message, (key, message)
+
+
+def test_smtp_takes_its_password_from_a_file_and_picks_the_port_of_its_security(tmp_path: Path) -> None:
+    (tmp_path / "smtp.secret").write_text("pw\n")
+    s = parse_settings({"smtp": {"host": "mail.example.com", "security": "tls", "user": "u",
+                                 "password_file": "smtp.secret", "from_address": "stock@example.com"}},
+                       base=tmp_path)
+    assert s.smtp is not None
+    assert (s.smtp.resolved_port, s.smtp.resolved_password(), s.smtp.domain) == (465, "pw", "example.com")
+
+
+@pytest.mark.parametrize(("smtp", "key", "says"), [
+    ({"host": "h", "from_address": "a@b.io", "user": "u"}, "smtp", "user and a password"),
+    ({"host": "h", "from_address": "a@b.io", "user": "u", "password": "p", "security": "none"}, "smtp",
+     "never sent in the clear"),
+    ({"host": "h", "from_address": "not an address"}, "smtp.from_address", "not an email address"),
+    ({"host": "h", "from_address": "a@b.io", "security": "ssl"}, "smtp.security", "starttls"),
+])
+def test_smtp_settings_that_cannot_work_are_refused_at_load(tmp_path: Path, smtp: dict, key: str,  # type: ignore[type-arg]
+                                                            says: str) -> None:
+    problems = problems_of({"smtp": smtp}, tmp_path)
+    assert says in problems[key]
+
+
+def test_a_source_may_send_its_reports_to_recipients_of_its_own(tmp_path: Path) -> None:
+    s = parse_settings({"merchants": [{"name": "m", "report_recipients": ["boss@m.com"], "sources": [
+        {"name": "wh", "report_recipients": ["wh-team@3pl.com"]}, {"name": "other"}]}]}, base=tmp_path)
+    merchant = s.merchants[0]
+    assert [src.recipients(merchant) for src in merchant.all_sources()] == [
+        ["boss@m.com"], ["wh-team@3pl.com"], ["boss@m.com"]]
+    problems = problems_of({"merchants": [{"name": "m", "sources": [
+        {"name": "wh", "report_recipients": ["a@b.com, evil@x.com"]}]}]}, tmp_path)
+    assert "not an email address" in problems["merchants[0].sources[0].report_recipients"]

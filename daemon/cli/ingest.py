@@ -29,11 +29,16 @@ def open_pipeline(app: App) -> Pipeline:
     from daemon.db.sync import sync_with_config
     from daemon.ingest.pipeline import Pipeline
     from daemon.ingest.sources import SourceBook
+    from daemon.reports.alerts import alerts_for
 
     with app.transaction() as session:
         sync_with_config(session, app.settings, app.now())
         book = SourceBook.load(session, app.settings)
-    pipeline = Pipeline(app.settings, app.sessions, book, workers=1)
+    # A file rejected or held here alerts as one the daemon took would: the
+    # mail is written to the outbox, and the daemon leading "email" sends it.
+    alerts = alerts_for(app.sessions, app.settings)
+    pipeline = Pipeline(app.settings, app.sessions, book, workers=1,
+                        on_outcome=alerts.upload_finished if alerts else None)
     app.on_close(pipeline.close)
     return pipeline
 

@@ -474,3 +474,44 @@ class ExportRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EmailRecord(Base):
+    """One email, written whole (``message``: the MIME bytes as sent) before anything is sent.
+
+    ``message_id`` is made when the row is written and is in ``message``, so a
+    resend after a crash is the same mail that receivers can recognise.
+    ``event_key`` names the event an alert is for (``upload:12:held``): unique,
+    so an event seen twice (recovery finishing a file again) is one mail.
+    ``coalesce_key`` names its cause (a source and a kind of reason); an alert
+    held back by coalescing is a ``coalesced`` row without a message, counted
+    in the next mail of that cause. ``claimed_by``/``claimed_until`` hold a
+    row while one sender has it in hand.
+    """
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (
+        Index("ix_email_outbox_status", "status", "id"),
+        Index("ix_email_outbox_coalesce", "coalesce_key", "created_at"),
+        CheckConstraint("kind in ('alert', 'digest')", name="kind"),
+        CheckConstraint("status in ('pending', 'sent', 'failed', 'coalesced')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"), nullable=True)
+    recipients: Mapped[str] = mapped_column(Text)  # comma-separated bare addresses
+    subject: Mapped[str] = mapped_column(String(300))
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    event_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    coalesce_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -12,7 +12,6 @@ market's delivery runs on its own.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from daemon.db import exports as db_exports
 from daemon.db.engine import durable
 from daemon.db.models import ExportRecord
 from daemon.export import plan
+from daemon.retry import backoff
 from daemon.settings import ExportSettings
 from daemon.transports import TransportError
 from daemon.transports.destination import Destination, LoginRefused
@@ -77,12 +77,11 @@ def send(sessions: sessionmaker[Session], export_id: int, destination: Destinati
         log.warning("export_retry", export_id=export_id, file=name, attempt=state.attempt_number,
                     error=str(error), wait_s=round(state.upcoming_sleep, 1))
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(export.failing_after),
-        wait=tenacity.wait_exponential(multiplier=1, max=export.retry_max_seconds),
+    retrying = backoff(
+        attempts=export.failing_after, max_wait=export.retry_max_seconds,
         # A refused login is a TransportError too, but waiting will not fix it.
-        retry=tenacity.retry_if_exception(lambda e: isinstance(e, TransportError) and not isinstance(e, LoginRefused)),
-        before_sleep=failed, reraise=True, sleep=sleep if sleep is not None else time.sleep)
+        transient=lambda e: isinstance(e, TransportError) and not isinstance(e, LoginRefused),
+        before_sleep=failed, sleep=sleep)
     try:
         retrying(attempt)
     except Stopping:

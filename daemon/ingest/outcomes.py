@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,12 @@ class Outcome:
     message: str | None
     counts: dict[str, int]
     detail: Any = None
+
+
+# Told of every upload's final outcome once it is committed (and again if
+# recovery finishes the same upload: a listener keys on the upload id). The
+# runtime passes reports' alerts in; ingest knows nothing of them.
+OutcomeHook = Callable[[Outcome], None]
 
 
 def outcome_of(upload: Upload, detail: Any = None) -> Outcome:

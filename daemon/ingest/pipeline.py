@@ -18,6 +18,7 @@ from daemon.ingest.arrival import Arrival
 from daemon.ingest.contained import ParserPool
 from daemon.ingest.dispatch import Dispatcher
 from daemon.ingest.intake import Intake
+from daemon.ingest.outcomes import OutcomeHook
 from daemon.ingest.process import Processor
 from daemon.ingest.retention import janitor
 from daemon.ingest.sources import SourceBook, book_refresher
@@ -30,12 +31,13 @@ class Pipeline:
     """``workers`` threads apply files, each reading through a parser process of
     its own (``ingest.workers`` of each by default). ``parsers`` shares a pool
     the caller owns (tests); otherwise the pipeline makes one and ``close``
-    stops it."""
+    stops it. ``on_outcome`` is told of every upload's final outcome
+    (``ingest.outcomes.OutcomeHook``: the alerts)."""
 
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], book: SourceBook, *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        workers: int | None = None, parsers: ParserPool | None = None,
+        workers: int | None = None, parsers: ParserPool | None = None, on_outcome: OutcomeHook | None = None,
     ) -> None:
         ingest = settings.ingest
         self.settings = settings
@@ -48,7 +50,7 @@ class Pipeline:
         self.parsers = parsers or ParserPool(size, timeout_s=ingest.parse_timeout_seconds,
                                              memory_bytes=ingest.parse_memory_mb * 1024 * 1024)
         self.processor = Processor(sessions, self.dirs, book, ingest, self.parsers.parse, self.parsers, clock,
-                                   node=settings.node)
+                                   node=settings.node, on_outcome=on_outcome)
         self.dispatcher = Dispatcher(lambda upload_id: self.processor.process(upload_id), size)
         self.intake = Intake(sessions, self.dirs, self.dispatcher.submit, clock, node=settings.node)
 

@@ -14,24 +14,29 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import stock, uploads
 from daemon.formats.results import write_result
 from daemon.ingest.apply_feed import FeedApplier, FeedReader, ResultFrames
 from daemon.ingest.apply_market import MarketFileApplier, MarketReaders
-from daemon.ingest.outcomes import Outcome, finish, outcome_of
+from daemon.ingest.outcomes import Outcome, OutcomeHook, finish, outcome_of
 from daemon.ingest.sources import SourceBook
 from daemon.ingest.spool import SpoolDirs, move
 from daemon.inventory.uploads import UploadStatus
 from daemon.settings import IngestSettings
 
+log = structlog.get_logger("daemon.ingest")
+
 
 class Processor:
     def __init__(self, sessions: sessionmaker[Session], dirs: SpoolDirs, book: SourceBook,
                  ingest: IngestSettings, read_feed: FeedReader, markets: MarketReaders,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, node: str | None = None) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, node: str | None = None,
+                 on_outcome: OutcomeHook | None = None) -> None:
         self._sessions = sessions
+        self._on_outcome = on_outcome
         self._dirs = dirs
         self._book = book
         self._ingest = ingest
@@ -69,8 +74,19 @@ class Processor:
             results = market.results(kind)
             if done is None:
                 done = self.market_files.apply(upload_id, kind, path)
+        # Before the file leaves the spool: a crash before the hook ran leaves
+        # the file there, so recovery finishes it again and tells the hook then.
+        self._tell(done)
         self._file_away(upload_id, results, name, done, frames)
         return done
+
+    def _tell(self, done: Outcome) -> None:
+        if self._on_outcome is None:
+            return
+        try:
+            self._on_outcome(done)
+        except Exception:  # an alert that cannot be written must not stop the file being filed
+            log.exception("outcome_hook_failed", upload_id=done.upload_id, status=str(done.status))
 
     def _first_look(self, upload_id: int, check_duplicate: bool) -> Outcome | None:
         """What every file gets before its content is read: a feed that repeats

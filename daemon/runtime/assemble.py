@@ -17,12 +17,14 @@ from daemon.db.engine import session_factory
 from daemon.db.leader import Leadership
 from daemon.db.sync import sync_with_config
 from daemon.errors import ConfigError, UserError
-from daemon.export.sender import Stopping
+from daemon.export.sender import AlertHook, Stopping
 from daemon.export.service import Exporter, ExportTarget
 from daemon.ingest.endpoints.factory import endpoint_services
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
+from daemon.reports.alerts import alerts_for
+from daemon.reports.outbox import MailService
 from daemon.runtime.lifecycle import Runtime, install_signal_handlers
 from daemon.runtime.schedule import Scheduler, Stopped
 from daemon.settings import Settings
@@ -46,19 +48,25 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
     for info in book:
         info.inbox.mkdir(parents=True, exist_ok=True)
         info.results.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(settings, sessions, book)
+    alerts = alerts_for(sessions, settings)
+    pipeline = Pipeline(settings, sessions, book, on_outcome=alerts.upload_finished if alerts else None)
     services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
     services.extend(endpoint_services(settings, pipeline, sessions))
-    exports = export_service(settings, engine, sessions)
+    exports = export_service(settings, engine, sessions, alert=alerts.export_failing if alerts else None)
     if exports is not None:
         services.append(exports)
+    if settings.smtp is not None:
+        # Every daemon writes the mails for what it saw; the one leading "email" sends them all.
+        services.append(MailService(sessions, settings.smtp, node=settings.node,
+                                    leads=Leadership(engine, "email").is_leader))
     if engine.dialect.name == "sqlite":
         # First, so it stops last: the workers' final commits get checkpointed.
         services.insert(0, Checkpointer(engine))
     return services
 
 
-def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> Scheduler | None:
+def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
+                   alert: AlertHook | None = None) -> Scheduler | None:
     """The exporter on a scheduler of its own, leading or not (``export.service``); None without exports."""
     targets = [ExportTarget(m, market, export) for m, market, export in settings.export_targets()]
     if not targets:
@@ -71,7 +79,7 @@ def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Se
         except Stopped:
             raise Stopping from None
 
-    exporter = Exporter(sessions, targets, leads=leadership.is_leader, node=settings.node, sleep=sleep)
+    exporter = Exporter(sessions, targets, leads=leadership.is_leader, node=settings.node, sleep=sleep, alert=alert)
     scheduler = Scheduler("exports", exporter.start, workers=min(8, len(targets) + 2))
     return scheduler
 

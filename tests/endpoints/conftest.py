@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
-import ipaddress
 import os
 import shutil
 import threading
@@ -14,16 +12,14 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from daemon.auth.accounts import MemoryAuthenticator
 from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
 from daemon.ingest.endpoints.sftp import SftpConfig, SftpService
+from tests.helpers import self_signed_cert
 
 USER, PASSWORD, SOURCE_ID = "wh1", "s3cret-pass", 7
 WAIT = 30.0  # generous: the CI box has two loaded cores
@@ -134,33 +130,7 @@ def bans() -> BanList:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost / 127.0.0.1."""
-    folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
-    )
-    return cert_path, key_path
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 FTP_TEST_DEFAULTS = {"host": "127.0.0.1", "port": 0, "auth_failed_delay_s": 0.05, "idle_timeout": 60}
