@@ -9,8 +9,8 @@ warehouse systems it talks to expect (they dedupe by order number); a line
 sent ``1 + resend_limit`` times with no answer is flagged ``unconfirmed``
 and left out from then on.
 
-A run first delivers the warehouse's undelivered file, if any, byte for
-byte under its name, and only then composes the next. The delivery itself
+A run delivers the warehouse's undelivered file, if it has one, byte for
+byte under its name; only a run with nothing owed composes a new one. The delivery itself
 is the market exports' (``sender.send``, tenacity's backoff, the
 ``transports`` destinations). Runs of one warehouse never overlap (a lock
 per warehouse in this daemon, the leadership across daemons, and the
@@ -142,26 +142,20 @@ class OrderExporter:
             log.exception("order_export_run_failed", source=key)
 
     def export_now(self, key: str, *, trigger: str = "manual") -> list[Sent]:
-        """Deliver the warehouse's undelivered file, then compose and deliver the next.
+        """Deliver the warehouse's undelivered file if it has one, else compose and deliver the next.
 
-        Returns what was sent, in order (empty: nothing due). Stops at the
-        first delivery that does not succeed: the next run goes on.
+        One file a run: the one owed already carries what the warehouse is
+        to be sent again, and what came since goes with the next run.
+        Returns what was sent (empty: nothing due).
         """
         target = self.targets[key]
         destination = self._destinations(target.settings)
-        sent: list[Sent] = []
         with self._locks[key]:
-            for _ in range(2):  # at most the one owed, then a new one
-                composed = self._compose(target, trigger, destination.describe())
-                if composed is None or (sent and sent[-1].export_id == composed[0]):
-                    break
-                export_id, new = composed
-                result = send(self._sessions, export_id, destination, target.settings, alert=self._alert,
-                              sleep=self._sleep, outbox=ORDERS, now=self._clock)
-                sent.append(result)
-                if result.status != db_orders.DELIVERED or new:
-                    break
-        return sent
+            composed = self._compose(target, trigger, destination.describe())
+            if composed is None:
+                return []
+            return [send(self._sessions, composed, destination, target.settings, alert=self._alert,
+                         sleep=self._sleep, outbox=ORDERS, now=self._clock)]
 
     def preview(self, key: str) -> Preview:
         """What ``export_now`` would send, composed in a transaction that is rolled back."""
@@ -178,18 +172,15 @@ class OrderExporter:
         fmt = ORDER_FORMATS[target.settings.format]
         return Preview(owed, fmt.name, fmt.write(frame(lines), target.settings.options), len(lines), len(flagged))
 
-    def _compose(self, target: OrdersTarget, trigger: str, destination: str) -> tuple[int, bool] | None:
-        """(the file to send, whether it was composed now) or None: nothing to send."""
+    def _compose(self, target: OrdersTarget, trigger: str, destination: str) -> int | None:
+        """The file to send (owed, or composed now), or None: nothing to send."""
         for _ in range(2):
             try:
                 with self._sessions() as session, session.begin():
                     source = get_source(session, target.merchant, target.source)
-                    owed = db_orders.undelivered(session, source.id)
-                    if owed is not None:
-                        return owed.id, False
                     record = compose(session, source, target.settings, trigger=trigger, destination=destination,
                                      now=self._clock(), node=self._node)
-                    return None if record is None else (record.id, True)
+                    return None if record is None else record.id
             except IntegrityError:
                 continue  # another daemon composed this warehouse's file first: take that one
         return None
