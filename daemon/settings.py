@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -180,41 +180,19 @@ def _check_emails(value: list[str] | None) -> list[str] | None:
     return value
 
 
-class SourceSettings(_Model):
-    name: Name
-    kind: Literal["warehouse", "merchant-fulfilled"] = "warehouse"
-    # Who gets this source's alerts and digest section instead of the merchant's
-    # report_recipients (the warehouse's own team, say). None: the merchant's.
-    report_recipients: list[str] | None = None
-    # The inbox. Default: <data_dir>/sources/<merchant>/<source>/inbox
-    drop_folder: Path | None = None
-    # Allocation order for orders: lower first. merchant-fulfilled defaults to 0.
-    priority: int = 100
-    feed: FeedSettings = Field(default_factory=FeedSettings)
-    pull: PullSettings | None = None
-
-    @field_validator("report_recipients")
-    @classmethod
-    def _emails(cls, value: list[str] | None) -> list[str] | None:
-        return _check_emails(value)
-
-    def recipients(self, merchant: MerchantSettings) -> list[str]:
-        return list(self.report_recipients if self.report_recipients is not None else merchant.report_recipients)
-
-
 EXPORT_FORMATS = ("csv", "amazon_price_quantity", "amazon_inventory_loader", "ebay_revise", "walmart_json",
                   "shopify_inventory")
+ORDER_EXPORT_FORMATS = ("csv",)
 
 
-class ExportSettings(_Model):
-    """Where and how a market is sent its quantities (``[merchants.markets.export]``).
+class DeliverySettings(_Model):
+    """Where files are delivered and how a failed delivery is retried: the part every export shares.
 
     ``transport = "dir"`` writes into a local ``folder`` (a tool of the
     merchant's uploads it from there); ``ftp``, ``ftps`` and ``sftp`` deliver
-    to ``folder`` on the market's server. A delta (the listings whose quantity
-    moved since the last delivery) goes ``debounce_seconds`` after a change,
-    and at least every ``delta_every_seconds``; a full feed (every listing)
-    every ``full_every_seconds``, and on demand (``stockdrop export --full``).
+    to ``folder`` on the other side's server. A market's quantity feed
+    (``ExportSettings``) and a warehouse's order file (``OrdersExportSettings``)
+    go out the same way.
     """
 
     transport: Literal["dir", "ftp", "ftps", "sftp"] = "dir"
@@ -231,41 +209,15 @@ class ExportSettings(_Model):
     host_key_fingerprint: str | None = None  # "SHA256:..." as ssh-keygen -lf prints it
     # ftps: the server's certificate is checked against the system's CAs, or only these (a PEM file).
     ca_file: Path | None = None
-    format: str = "csv"
-    # Format options (csv: columns, delimiter, escape_formulas; ebay_revise:
-    # site_id, country, currency, spelling; shopify_inventory: location),
-    # passed to the writer as text.
-    options: dict[str, str] = Field(default_factory=dict)
-    # {market}, {kind} (delta or full), {timestamp} (UTC, 20261202T051500Z),
-    # {delivery} (the outbox number: unique per delivery) and {ext}.
-    file_name: str = "{market}-{kind}-{timestamp}-{delivery}.{ext}"
     done_marker: str | None = None  # e.g. "{name}.done": written after the file
-    debounce_seconds: float = Field(default=5.0, ge=0)
-    delta_every_seconds: float | None = Field(default=900.0, gt=0)
-    full_every_seconds: float | None = Field(default=86400.0, gt=0)
-    # Or at set times, as a crontab line in UTC ("0 6 * * *": a full feed at 06:00).
-    delta_cron: str | None = None
-    full_cron: str | None = None
-    failing_after: int = Field(default=5, ge=1)  # failed tries before the market is marked failing
+    failing_after: int = Field(default=5, ge=1)  # failed tries before the delivery is marked failing
     retry_max_seconds: float = Field(default=300.0, gt=0)  # the backoff's cap
     timeout_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
-    def _transport_needs(self) -> ExportSettings:
-        if self.format not in EXPORT_FORMATS:
-            raise ValueError(f"format: unknown format {self.format!r} (known: {', '.join(EXPORT_FORMATS)})")
-        if "{delivery}" not in self.file_name:
-            raise ValueError("file_name must contain {delivery}: every delivery needs a name of its own")
+    def _transport_needs(self) -> DeliverySettings:
         if self.done_marker is not None and "{name}" not in self.done_marker:
             raise ValueError("done_marker must contain {name} (the delivered file's name)")
-        for key in ("delta_cron", "full_cron"):
-            expression = getattr(self, key)
-            if expression is not None:
-                from daemon.runtime.schedule import check_cron  # APScheduler, only when a cron is given
-
-                problem = check_cron(expression)
-                if problem:
-                    raise ValueError(f"{key}: {problem}")
         if self.transport == "dir":
             return self
         if self.host is None or self.user is None:
@@ -280,6 +232,116 @@ class ExportSettings(_Model):
 
     def resolved_password(self) -> str | None:
         return _read_secret(self.password, self.password_env, self.password_file, "password")
+
+
+def _check_crons(settings: BaseModel, *keys: str) -> None:
+    for key in keys:
+        expression = getattr(settings, key)
+        if expression is not None:
+            from daemon.runtime.schedule import check_cron  # APScheduler, only when a cron is given
+
+            problem = check_cron(expression)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
+
+
+class ExportSettings(DeliverySettings):
+    """Where and how a market is sent its quantities (``[merchants.markets.export]``).
+
+    A delta (the listings whose quantity moved since the last delivery) goes
+    ``debounce_seconds`` after a change, and at least every
+    ``delta_every_seconds``; a full feed (every listing) every
+    ``full_every_seconds``, and on demand (``stockdrop export --full``).
+    """
+
+    format: str = "csv"
+    # Format options (csv: columns, delimiter, escape_formulas; ebay_revise:
+    # site_id, country, currency, spelling; shopify_inventory: location),
+    # passed to the writer as text.
+    options: dict[str, str] = Field(default_factory=dict)
+    # {market}, {kind} (delta or full), {timestamp} (UTC, 20261202T051500Z),
+    # {delivery} (the outbox number: unique per delivery) and {ext}.
+    file_name: str = "{market}-{kind}-{timestamp}-{delivery}.{ext}"
+    debounce_seconds: float = Field(default=5.0, ge=0)
+    delta_every_seconds: float | None = Field(default=900.0, gt=0)
+    full_every_seconds: float | None = Field(default=86400.0, gt=0)
+    # Or at set times, as a crontab line in UTC ("0 6 * * *": a full feed at 06:00).
+    delta_cron: str | None = None
+    full_cron: str | None = None
+
+    @model_validator(mode="after")
+    def _feed_needs(self) -> ExportSettings:
+        if self.format not in EXPORT_FORMATS:
+            raise ValueError(f"format: unknown format {self.format!r} (known: {', '.join(EXPORT_FORMATS)})")
+        if "{delivery}" not in self.file_name:
+            raise ValueError("file_name must contain {delivery}: every delivery needs a name of its own")
+        _check_crons(self, "delta_cron", "full_cron")
+        return self
+
+
+class OrdersExportSettings(DeliverySettings):
+    """Order files to a warehouse (``[merchants.sources.orders_export]``).
+
+    Every run sends the warehouse each open order line allocated to it that
+    its status files have not confirmed yet, so a lost file costs nothing; a
+    line sent ``1 + resend_limit`` times without an answer is flagged
+    ``unconfirmed`` and not sent again. Runs every ``every_seconds`` and/or
+    at ``cron``, and on demand (``stockdrop orders export SOURCE``).
+    """
+
+    format: str = "csv"
+    # csv: columns (of order_id, line_id, market, sku, quantity, ordered_at), delimiter, escape_formulas.
+    options: dict[str, str] = Field(default_factory=dict)
+    # {source}, {timestamp} (UTC), {delivery} (the outbox number: unique per delivery) and {ext}.
+    file_name: str = "{source}-orders-{timestamp}-{delivery}.{ext}"
+    every_seconds: float | None = Field(default=900.0, gt=0)
+    cron: str | None = None  # a crontab line in UTC
+    resend_limit: int = Field(default=5, ge=0)  # runs after the first that send an unconfirmed line again
+    # A line ordered longer ago than this is never sent for the first time:
+    # turning the export on does not ship a year of old orders again.
+    max_age_days: int = Field(default=14, ge=0)
+
+    @model_validator(mode="after")
+    def _orders_need(self) -> OrdersExportSettings:
+        if self.format not in ORDER_EXPORT_FORMATS:
+            raise ValueError(f"format: unknown order file format {self.format!r} "
+                             f"(known: {', '.join(ORDER_EXPORT_FORMATS)})")
+        if "{delivery}" not in self.file_name:
+            raise ValueError("file_name must contain {delivery}: every delivery needs a name of its own")
+        if self.every_seconds is None and self.cron is None:
+            raise ValueError("give every_seconds or cron (or both): when should the warehouse get its orders?")
+        _check_crons(self, "cron")
+        return self
+
+
+class SourceSettings(_Model):
+    name: Name
+    kind: Literal["warehouse", "merchant-fulfilled"] = "warehouse"
+    # Who gets this source's alerts and digest section instead of the merchant's
+    # report_recipients (the warehouse's own team, say). None: the merchant's.
+    report_recipients: list[str] | None = None
+    # The inbox. Default: <data_dir>/sources/<merchant>/<source>/inbox
+    drop_folder: Path | None = None
+    # Allocation order for orders: lower first. merchant-fulfilled defaults to 0.
+    priority: int = 100
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+    pull: PullSettings | None = None
+    # A warehouse's open order lines are sent to it as files; its status files come back.
+    orders_export: OrdersExportSettings | None = None
+
+    @model_validator(mode="after")
+    def _orders_go_to_warehouses(self) -> SourceSettings:
+        if self.orders_export is not None and self.kind != "warehouse":
+            raise ValueError("orders_export: only a warehouse source is sent order files")
+        return self
+
+    @field_validator("report_recipients")
+    @classmethod
+    def _emails(cls, value: list[str] | None) -> list[str] | None:
+        return _check_emails(value)
+
+    def recipients(self, merchant: MerchantSettings) -> list[str]:
+        return list(self.report_recipients if self.report_recipients is not None else merchant.report_recipients)
 
 
 class MarketSettings(_Model):
@@ -527,6 +589,11 @@ class Settings(_Model):
         return [(m.name, market.name, market.export) for m in self.merchants for market in m.markets
                 if market.export is not None]
 
+    def orders_export_targets(self) -> list[tuple[str, str, OrdersExportSettings]]:
+        """(merchant, source, order export settings) of every warehouse with an ``[orders_export]``."""
+        return [(m.name, s.name, s.orders_export) for m in self.merchants for s in m.sources
+                if s.orders_export is not None]
+
     def source_folder(self, merchant: str, source: SourceSettings) -> Path:
         """The folder that holds a source's inbox/ and results/."""
         if source.drop_folder is not None:
@@ -540,6 +607,11 @@ class Settings(_Model):
 
     def results(self, merchant: str, source: SourceSettings) -> Path:
         return self.source_folder(merchant, source) / "results"
+
+    def statuses_folder(self, merchant: str, source: SourceSettings) -> Path:
+        """Where a warehouse's status files arrive: ``statuses/{inbox,results}`` in its folder,
+        laid out like a market's ``orders/`` (a login of its own is jailed to it)."""
+        return self.source_folder(merchant, source) / "statuses"
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -601,12 +673,17 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
                     fix(source, ("drop_folder",))
                     if isinstance(source.get("pull"), dict):
                         fix(source["pull"], ("password_file", "key_file", "known_hosts"))
+                    _fix_delivery(source.get("orders_export"), fix)
             for market in merchant.get("markets") or []:
-                export = market.get("export") if isinstance(market, dict) else None
-                if isinstance(export, dict):
-                    fix(export, ("password_file", "key_file", "known_hosts", "ca_file"))
-                    if export.get("transport", "dir") == "dir":
-                        fix(export, ("folder",))
+                _fix_delivery(market.get("export") if isinstance(market, dict) else None, fix)
+
+
+def _fix_delivery(delivery: object, fix: Callable[[dict[str, Any], tuple[str, ...]], None]) -> None:
+    """A delivery's paths (an ``[export]`` or ``[orders_export]`` table), in place."""
+    if isinstance(delivery, dict):
+        fix(delivery, ("password_file", "key_file", "known_hosts", "ca_file"))
+        if delivery.get("transport", "dir") == "dir":
+            fix(delivery, ("folder",))
 
 
 def _file_checks(raw: Mapping[str, Any]) -> list[tuple[str, str]]:

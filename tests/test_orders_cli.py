@@ -58,7 +58,9 @@ def test_orders_import_is_idempotent_and_records_the_oversell(config: Path, caps
     listed = run_cli(capsys, "-c", config, "orders", "--market", "amazon", "--json").json()["orders"]
     assert len(listed) == 3 and set(listed[0]) == {
         "merchant", "market", "order_id", "line_id", "sku", "quantity", "status", "shortfall", "ordered_at",
-        "imported_at", "restocked", "cancel_reason"}
+        "imported_at", "restocked", "cancel_reason", "warehouse", "fulfilment", "sends", "tracking_number",
+        "shipping_service", "fulfilment_message"}
+    assert listed[0]["warehouse"] is None  # no warehouse here is sent order files
 
 
 def test_bad_order_rows_are_reported_and_the_good_lines_applied(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,3 +146,44 @@ def test_history_by_market_lists_that_markets_files_only(config: Path, capsys: p
         ("market:amazon", "orders", "amazon_order_report.txt", "applied")]
     everything = run_cli(capsys, "-c", config, "history", "--json").json()["uploads"]
     assert {u["source"] for u in everything} == {"market:amazon", "market:ebay"}
+
+
+def test_the_demo_warehouse_is_sent_its_orders_and_its_status_file_closes_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`init`'s demo, driven as the README's walk does, without the daemon."""
+    demo = tmp_path / "demo"
+    assert run_cli(capsys, "init", demo).code == 0
+    config = demo / "stockdrop.toml"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    orders = tmp_path / "o.csv"
+    # 0001235 is only in main-warehouse; 0001234 is taken from the merchant-fulfilled source.
+    orders.write_text(f"order_id,line_id,sku,quantity,ordered_at\nW-2,1,0001235,1,{now}\nW-3,1,0001234,1,{now}\n")
+    assert run_cli(capsys, "-c", config, "orders", "import", orders, "--market", "webshop").code == 0
+    dry = run_cli(capsys, "-c", config, "orders", "export", "main-warehouse", "--dry-run")
+    assert dry.code == 0 and "nothing sent" in dry.err
+    assert dry.out == f"order_id,line_id,market,sku,quantity,ordered_at\nW-2,1,webshop,0001235,1,{now}\n"
+    assert not (demo / "exports" / "main-warehouse").exists()
+    sent = run_cli(capsys, "-c", config, "orders", "export", "main-warehouse", "--json").json()["sent"]
+    assert [s["status"] for s in sent] == ["delivered"]
+    assert (demo / "exports" / "main-warehouse" / sent[0]["file_name"]).read_text() == dry.out
+    listed = run_cli(capsys, "-c", config, "orders", "--json").json()["orders"]
+    assert {(o["order_id"], o["warehouse"], o["fulfilment"], o["sends"]) for o in listed} == {
+        ("W-2", "main-warehouse", "open", 1), ("W-3", None, None, None)}
+    status = tmp_path / "s.csv"
+    status.write_text("OrderId,Status,Tracking Number,Shipping Service\nW-2,SHIPPED,1Z999,UPS\nW-9,SHIPPED,,\n")
+    done = run_cli(capsys, "-c", config, "orders", "import-statuses", status, "--source", "main-warehouse", "--json")
+    body = done.json()
+    assert (done.code, body["shipped"], body["errors"]) == (0, 1, 1)
+    assert body["row_errors"][0]["row"] == 3 and body["row_errors"][0]["column"] == "OrderId"
+    shipped = run_cli(capsys, "-c", config, "orders", "--status", "shipped", "--json").json()["orders"]
+    assert [(o["order_id"], o["tracking_number"], o["shipping_service"]) for o in shipped] == [
+        ("W-2", "1Z999", "UPS")]
+    history = run_cli(capsys, "-c", config, "history", "--source", "main-warehouse", "--json").json()["uploads"]
+    assert [u["status"] for u in history][:1] == ["applied_with_errors"]
+    nothing = run_cli(capsys, "-c", config, "orders", "export", "main-warehouse")
+    assert nothing.code == 0 and "nothing to send" in nothing.out
+    # The warehouse's own login for its status files; a market's kinds are not a source's.
+    added = run_cli(capsys, "-c", config, "user", "add", "main-warehouse", "--kind", "statuses", "--generate")
+    assert added.code == 0 and "demo/main-warehouse/statuses" in added.out
+    wrong = run_cli(capsys, "-c", config, "user", "add", "main-warehouse", "--kind", "orders", "--generate")
+    assert wrong.code == exitcodes.FAILURE and "use --market" in wrong.err

@@ -212,3 +212,28 @@ def test_a_market_account_uploads_orders_over_ftp_into_the_market_inbox(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_a_statuses_login_is_jailed_to_the_warehouses_statuses_folder(
+    tmp_path: Path, database: Database, capsys, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    body = ONE_WAREHOUSE.replace('unknown_sku = "create"', 'unknown_sku = "create"\n'
+                                 '[merchants.sources.orders_export]\nfolder = "out"')
+    config = write_config(tmp_path / "conf", body, database_url=database.url)
+    assert run_cli(capsys, "-c", config, "db", "upgrade").code == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("status pw\n"))
+    res = run_cli(capsys, "-c", config, "user", "add", "wh1", "--kind", "statuses", "--password-stdin")
+    assert res.code == 0 and "acme-wh1-statuses for acme/wh1/statuses" in res.out
+    sessions = session_factory(database.engine)
+    with sessions() as s:
+        book = SourceBook.load(s, load_settings(config))
+    account = DbAuthenticator(sessions, book).check_password("acme-wh1-statuses", "status pw")
+    info = book.by_name("acme", "wh1")
+    assert account is not None and info is not None and info.statuses is not None
+    # Its uploads arrive as status files of wh1, in a folder of their own (which `db upgrade` made).
+    assert (account.root, account.source_id, account.kind) == (info.statuses, info.id, "statuses")
+    assert (info.statuses / "inbox").is_dir() and (info.statuses / "results").is_dir()
+    # A source sent no orders has no status folder to log in to.
+    plain = run_cli(capsys, "-c", write_config(tmp_path / "plain", ONE_WAREHOUSE, database_url=database.url),
+                    "user", "add", "wh1", "--kind", "statuses", "--generate")
+    assert plain.code == exitcodes.FAILURE and "has no [merchants.sources.orders_export]" in plain.err

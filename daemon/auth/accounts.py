@@ -117,7 +117,7 @@ class MemoryAuthenticator:
 class Folders(Protocol):
     """Where an account's files go, by what it is jailed to (``ingest.sources.SourceBook``)."""
 
-    def source_root(self, source_id: int) -> Path | None: ...
+    def source_root(self, source_id: int, kind: str = "feed") -> Path | None: ...
 
     def market_root(self, market_id: int, kind: str) -> Path | None: ...
 
@@ -144,10 +144,10 @@ class DbAuthenticator:
                 return login, None  # its market is no longer known: no login
             return login, Account(username=username, source_id=None, root=root,
                                   market_id=login.market_id, kind=login.kind)
-        root = self._folders.source_root(login.source_id) if login.source_id is not None else None
+        root = self._folders.source_root(login.source_id, login.kind) if login.source_id is not None else None
         if root is None:
-            return login, None  # its source is no longer configured: no login
-        return login, Account(username=username, source_id=login.source_id, root=root)
+            return login, None  # its source (or its orders export) is no longer configured: no login
+        return login, Account(username=username, source_id=login.source_id, root=root, kind=login.kind)
 
     def check_password(self, username: str, password: str) -> Account | None:
         login, account = self._lookup(username)

@@ -48,6 +48,15 @@ priority = 10
 mode = "set"
 scope = "partial"
 
+# The warehouse is sent its open order lines as CSV files in a local folder
+# (exports/main-warehouse), every 10 seconds until its status files (dropped
+# in data/sources/demo/main-warehouse/statuses/inbox) confirm them.
+[merchants.sources.orders_export]
+transport = "dir"
+folder = "exports/main-warehouse"
+every_seconds = 10
+resend_limit = 5
+
 # Two markets the demo sells on. Each is sent its quantities as files in a
 # local folder (exports/<market>); a real market's export would say
 # transport = "ftp", "ftps" or "sftp", with its host and login.

@@ -1,7 +1,9 @@
-"""Order commands: orders (list), orders import, orders cancel, orders import-cancellations."""
+"""Order commands: orders (list), orders import, orders cancel, orders import-cancellations;
+orders export (order files to a warehouse now), orders import-statuses (its status file)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,23 +14,26 @@ from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.cli.ingest import open_pipeline, take_file
 from daemon.cli.markets import print_row_errors, row_errors_json, synced
 from daemon.db.markets import get_market
-from daemon.db.orders import cancel_order, list_orders
+from daemon.db.orders import OrderView, cancel_order, list_orders
 from daemon.errors import NotFound, UserError
 from daemon.inventory.uploads import UploadStatus
 
 if TYPE_CHECKING:
     from daemon.ingest.apply_market import CancellationFileResult, OrderFileResult
+    from daemon.ingest.apply_status import StatusFileResult
     from daemon.ingest.outcomes import Outcome
 
 
 @click.group(invoke_without_command=True)
 @click.option("--market", help="Only this market.")
 @click.option("--merchant", help="Only this merchant.")
-@click.option("--status", type=click.Choice(["open", "cancelled", "oversold"]), help="Only these lines.")
+@click.option("--status", type=click.Choice(["open", "cancelled", "shipped", "oversold", "error", "unconfirmed"]),
+              help="Only these lines (error, unconfirmed: what a warehouse said, or did not).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True,
               help='{"orders": [{merchant, market, order_id, line_id, sku, quantity, status, shortfall, '
-                   'ordered_at, imported_at, restocked, cancel_reason}]}')
+                   'ordered_at, imported_at, restocked, cancel_reason, warehouse, fulfilment, sends, '
+                   'tracking_number, shipping_service, fulfilment_message}]}')
 @click.pass_context
 def orders(ctx: click.Context, market: str | None, merchant: str | None, status: str | None, limit: int,
            as_json: bool) -> None:
@@ -42,8 +47,25 @@ def orders(ctx: click.Context, market: str | None, merchant: str | None, status:
         emit_json({"orders": rows})
         return
     table([[fmt_time(r.ordered_at), r.market, r.order_id, r.line_id, r.sku or "-", str(r.quantity), r.status,
-            str(r.shortfall) if r.shortfall else "", r.cancel_reason or ""] for r in rows],
-          ["ORDERED (UTC)", "MARKET", "ORDER", "LINE", "SKU", "QTY", "STATUS", "OVERSOLD", "CANCELLATION"])
+            str(r.shortfall) if r.shortfall else "", _fulfilment(r), r.cancel_reason or ""] for r in rows],
+          ["ORDERED (UTC)", "MARKET", "ORDER", "LINE", "SKU", "QTY", "STATUS", "OVERSOLD", "WAREHOUSE",
+           "CANCELLATION"])
+
+
+def _fulfilment(r: OrderView) -> str:
+    """What the warehouse was sent and said: "wh: sent 2x", "wh: shipped 1Z99 (UPS)", "wh: error: ..."."""
+    if r.warehouse is None:
+        return ""
+    if r.fulfilment == "open":
+        said = f"sent {r.sends}x, not confirmed" if r.sends else "due"
+    elif r.fulfilment in ("shipped", "complete"):
+        said = " ".join(x for x in (r.fulfilment, r.tracking_number,
+                                    f"({r.shipping_service})" if r.shipping_service else None) if x)
+    elif r.fulfilment in ("error", "unconfirmed"):
+        said = f"{r.fulfilment}: {r.fulfilment_message or ''}"[:80]
+    else:
+        said = r.fulfilment or ""
+    return f"{r.warehouse}: {said}"
 
 
 def _take_market_file(app: App, file: Path, market: str, merchant: str | None, kind: str) -> Outcome:
@@ -165,4 +187,96 @@ def _print_cancellations(result: CancellationFileResult, as_json: bool) -> None:
     for r in result.lines:
         if r.refused:
             click.echo(f"  order {r.order_id} line {r.line_id}: {r.reason}")
+    print_row_errors(result.row_errors)
+
+
+@orders.command("export")
+@click.argument("source")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--dry-run", is_flag=True, help="Print the order file that would be sent (stdout) and send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="{sent: [{export_id, file_name, kind, status, attempts, error}]}")
+@click.pass_obj
+def orders_export(app: App, source: str, merchant: str | None, dry_run: bool, as_json: bool) -> None:
+    """Send warehouse SOURCE its open order lines now, after any order file still owed to it.
+
+    Exits 9 when a delivery did not succeed (it stays owed and is retried).
+    """
+    from daemon.db.sync import sync_with_config
+    from daemon.export.destinations import destination_for
+    from daemon.export.orders import OrderExporter, OrdersTarget
+
+    merchant_name = app.settings.merchant(merchant).name
+    target = next((OrdersTarget(m, s, e) for m, s, e in app.settings.orders_export_targets()
+                   if m == merchant_name and s == source), None)
+    if target is None:
+        raise NotFound(f"source {source!r} of {merchant_name!r} has no [merchants.sources.orders_export] in the config")
+    with app.transaction() as session:
+        sync_with_config(session, app.settings, app.now())
+    exporter = OrderExporter(app.sessions, [target], node=app.settings.node, clock=app.now)
+    if dry_run:
+        preview = exporter.preview(target.key)
+        if preview.owed is not None:
+            click.echo(f"# order file {preview.owed.id} ({preview.owed.file_name}) is owed to {source} first "
+                       f"({preview.owed.status})", err=True)
+        flagged = f"; {preview.flagged} line(s) would be flagged unconfirmed" if preview.flagged else ""
+        click.echo(f"# {preview.lines} line(s) as {preview.format} to "
+                   f"{destination_for(target.settings).describe()}{flagged}; nothing sent", err=True)
+        if preview.lines:
+            sys.stdout.buffer.write(preview.content)
+            sys.stdout.flush()
+        return
+    sent = exporter.export_now(target.key)
+    if as_json:
+        emit_json({"sent": [s.__dict__ for s in sent]})
+    elif not sent:
+        click.echo(f"{source}: nothing to send (no open order line is waiting for this warehouse)")
+    for s in sent if not as_json else []:
+        click.echo(f"{source}: order file {s.export_id} {s.file_name}: {s.status}"
+                   + (f" after {s.attempts} tries: {s.error}" if s.error else ""))
+    if any(s.status != "delivered" for s in sent):
+        raise SystemExit(exitcodes.NOT_DELIVERED)
+
+
+@orders.command("import-statuses")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="The warehouse the status file comes from.")
+@click.option("--merchant", help="Needed when several merchants are configured.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{source, rows, applied, unchanged, shipped, cancelled, restocked, errors, row_errors, lines}")
+@click.pass_obj
+def orders_import_statuses(app: App, file: Path, source: str, merchant: str | None, as_json: bool) -> None:
+    """Apply a warehouse's status file (OrderId, Status, Tracking Number, Shipping Service),
+    as if it had arrived in its statuses/inbox. Exits 7 when the file is rejected."""
+    from daemon.ingest.apply_status import StatusFileResult
+
+    merchant_name = app.settings.merchant(merchant).name
+    pipeline = open_pipeline(app)
+    info = pipeline.book.by_name(merchant_name, source)
+    if info is None or info.statuses is None:
+        raise NotFound(f"source {source!r} of {merchant_name!r} has no [merchants.sources.orders_export]: "
+                       "it is sent no orders, so it sends no status files")
+    outcome = take_file(pipeline, file, staging=info.statuses / ".staging", source_id=info.id, kind="statuses")
+    if outcome.status == UploadStatus.REJECTED and outcome.detail is None:
+        reason = (outcome.message or "").removeprefix(f"{file.name}: ")
+        click.echo(f"stockdrop: {file.name} rejected (upload {outcome.upload_id}): {reason}", err=True)
+        raise SystemExit(exitcodes.REJECTED)
+    assert isinstance(outcome.detail, StatusFileResult)
+    _print_statuses(outcome.detail, as_json)
+    if outcome.status == UploadStatus.REJECTED:
+        raise SystemExit(exitcodes.REJECTED)
+
+
+def _print_statuses(result: StatusFileResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({"source": result.source, "rows": result.rows, "applied": result.applied,
+                   "unchanged": result.unchanged, "shipped": result.shipped, "cancelled": result.cancelled,
+                   "restocked": result.restocked, "errors": result.errors,
+                   "row_errors": row_errors_json(result.row_errors), "lines": result.lines})
+        return
+    click.echo(f"{result.source}: rows {result.rows}, applied {result.applied} (shipped {result.shipped}, "
+               f"cancelled {result.cancelled}, restocked {result.restocked}), already known {result.unchanged}, "
+               f"errors {result.errors}")
+    for line in result.lines:
+        if line.outcome == "applied" and line.status == "error":
+            click.echo(f"  order {line.order_id} line {line.line_id}: ERROR: {line.note}")
     print_row_errors(result.row_errors)

@@ -42,13 +42,17 @@ def init(app: App, directory: Path, force: bool) -> None:
 
 
 def prepare_folders(app: App) -> None:
-    """Create the data directory and every source's inbox and results folders."""
+    """Create the data directory and every source's inbox and results folders (and a
+    warehouse's statuses/ when it is sent orders)."""
     s = app.settings
     s.data_dir.mkdir(parents=True, exist_ok=True)
     for merchant in s.merchants:
         for source in merchant.all_sources():
             s.inbox(merchant.name, source).mkdir(parents=True, exist_ok=True)
             s.results(merchant.name, source).mkdir(parents=True, exist_ok=True)
+            if source.orders_export is not None:
+                for sub in ("inbox", "results"):
+                    (s.statuses_folder(merchant.name, source) / sub).mkdir(parents=True, exist_ok=True)
 
 
 @click.command("check-config")

@@ -37,17 +37,23 @@ def user() -> None:
 @click.argument("source", required=False)
 @click.option("--merchant", help="Needed when several merchants are configured.")
 @click.option("--market", help="An account for this market's order files instead of a source.")
-@click.option("--kind", type=click.Choice(["orders", "cancellations"]), default="orders",
-              show_default=True, help="With --market: which of its folders.")
-@click.option("--username", help="Default: MERCHANT-SOURCE (or MERCHANT-MARKET-KIND).")
+@click.option("--kind", type=click.Choice(["orders", "cancellations", "statuses"]),
+              help="With --market: which of its folders (default orders). With a SOURCE: statuses, its "
+                   "status-file folder (a warehouse with [orders_export]), instead of its feeds.")
+@click.option("--username", help="Default: MERCHANT-SOURCE (or MERCHANT-SOURCE-statuses, MERCHANT-MARKET-KIND).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--generate", is_flag=True, help="Generate a password and print it once.")
 @click.pass_obj
-def user_add(app: App, source: str | None, merchant: str | None, market: str | None, kind: str,
+def user_add(app: App, source: str | None, merchant: str | None, market: str | None, kind: str | None,
              username: str | None, password_stdin: bool, generate: bool) -> None:
-    """Add an account for SOURCE (or for a market's orders or cancellations with --market)."""
+    """Add an account for SOURCE (its feeds, or its status files with --kind statuses), or for a
+    market's orders or cancellations with --market."""
     if (source is None) == (market is None):
         raise UserError("name a SOURCE, or a market with --market")
+    if market is not None and kind == "statuses":
+        raise UserError("--kind statuses is a warehouse's folder: name the SOURCE instead of --market")
+    if source is not None and kind in ("orders", "cancellations"):
+        raise UserError(f"--kind {kind} is a market's folder: use --market")
     password, generated = _password(password_stdin, generate)
     hashed = hash_password(password)
     merchant_name = app.settings.merchant(merchant).name
@@ -56,16 +62,23 @@ def user_add(app: App, source: str | None, merchant: str | None, market: str | N
             from daemon.db.markets import get_market, sync_markets
 
             sync_markets(session, app.settings, app.now())
+            kind = kind or "orders"
             name = username or f"{merchant_name}-{market}-{kind}"
             accounts.add_account(session, None, name, hashed, app.now(),
                                  market=get_market(session, merchant_name, market), kind=kind)
             where = f"{merchant_name}/market:{market}/{kind}"
         else:
             assert source is not None
-            name = username or f"{merchant_name}-{source}"
+            if kind == "statuses":
+                configured = next((s for s in app.settings.merchant(merchant).sources if s.name == source), None)
+                if configured is None or configured.orders_export is None:
+                    raise UserError(f"source {source!r} has no [merchants.sources.orders_export]: it is sent no "
+                                    "orders, so it sends no status files")
+            suffix = "-statuses" if kind == "statuses" else ""
+            name = username or f"{merchant_name}-{source}{suffix}"
             accounts.add_account(session, get_source(session, merchant_name, source), name, hashed,
-                                 app.now())
-            where = f"{merchant_name}/{source}"
+                                 app.now(), kind=kind or "feed")
+            where = f"{merchant_name}/{source}" + ("/statuses" if kind == "statuses" else "")
     click.echo(f"added {name} for {where}")
     if generated:
         click.echo(f"password: {password}")

@@ -26,14 +26,14 @@ def _account(session: Session, username: str) -> AccountRow:
 
 def add_account(session: Session, source: Source | None, username: str, password_hash: str | None,
                 now: datetime, *, market: MarketRecord | None = None, kind: str = "feed") -> AccountRow:
-    """An account for a source's folder, or (``market``, ``kind``) a market's
-    orders or cancellations folder."""
+    """An account for a source's folder (``kind`` feed, or statuses: its status files'
+    folder), or (``market``, ``kind``) a market's orders or cancellations folder."""
     if session.scalar(select(AccountRow.id).where(AccountRow.username == username)) is not None:
         raise UserError(f"an account named {username!r} exists already")
     if (source is None) == (market is None):
         raise UserError("an account belongs to one source or one market")
     row = AccountRow(source_id=source.id if source else None, market_id=market.id if market else None,
-                     kind=kind if market else "feed", username=username, created_at=now,
+                     kind=kind, username=username, created_at=now,
                      password_hash=password_hash)
     session.add(row)
     session.flush()
@@ -85,7 +85,7 @@ def list_accounts(session: Session, merchant: str | None = None) -> list[Account
     out = []
     for row, m, s, mk in session.execute(query):
         keys = session.scalars(select(AccountKey.fingerprint).where(AccountKey.account_id == row.id)).all()
-        folder = s if s is not None else f"market:{mk}/{row.kind}"
+        folder = (s + ("/statuses" if row.kind == "statuses" else "")) if s is not None else f"market:{mk}/{row.kind}"
         out.append(AccountInfo(row.username, m, folder, row.password_hash is not None, list(keys),
                                row.created_at))
     return out

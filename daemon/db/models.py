@@ -367,12 +367,13 @@ class OrderLineRecord(Base):
     ``shortfall`` units were sold but in no source (oversold), attributed to
     ``shortfall_source_id``. A line cancelled before its order arrived is
     kept with ``product_id`` NULL and quantity 0 so the late order is skipped.
+    ``shipped``: every warehouse it was sent to confirmed it (SHIPPED or COMPLETE).
     """
 
     __tablename__ = "order_lines"
     __table_args__ = (
         UniqueConstraint("market_id", "order_id", "line_id", name="uq_order_lines_market_order_line"),
-        CheckConstraint("status in ('open', 'cancelled')", name="status"),
+        CheckConstraint("status in ('open', 'cancelled', 'shipped')", name="status"),
         CheckConstraint("quantity >= 0 and shortfall >= 0", name="quantities"),
         Index("ix_order_lines_market_status", "market_id", "status"),
     )
@@ -418,7 +419,7 @@ class Cancellation(Base):
     """The cancellation of one order line; at most one per line."""
 
     __tablename__ = "cancellations"
-    __table_args__ = (CheckConstraint("origin in ('market', 'stockdrop')", name="origin"),)
+    __table_args__ = (CheckConstraint("origin in ('market', 'stockdrop', 'warehouse')", name="origin"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_line_id: Mapped[int] = mapped_column(
@@ -515,3 +516,76 @@ class EmailRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Fulfilment(Base):
+    """What one warehouse was sent of one order line (one allocation), and what it answered.
+
+    Made when the line first goes into an order file to the warehouse.
+    ``open`` and ``error`` lines are sent again on every run until a status
+    file says ``shipped``, ``complete`` or ``cancelled``; one sent ``1 +
+    resend_limit`` times without an answer becomes ``unconfirmed`` and is
+    not sent again. ``sends`` counts delivered order files that carried it.
+    """
+
+    __tablename__ = "fulfilments"
+    __table_args__ = (
+        Index("ix_fulfilments_source_status", "source_id", "status"),
+        Index("ix_fulfilments_line", "order_line_id"),
+        CheckConstraint("status in ('open', 'shipped', 'complete', 'cancelled', 'error', 'unconfirmed')",
+                        name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("order_allocations.id", ondelete="CASCADE"), unique=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    last_export_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    first_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    tracking_number: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    shipping_service: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # the warehouse's error, or why flagged
+    status_upload_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the status file that said it
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderExportRecord(Base):
+    """One order file to a warehouse: the outbox row, written before anything is sent.
+
+    As ``ExportRecord`` for markets: ``content`` is the file byte for byte,
+    so a delivery cut off by a crash is sent again under the same
+    ``file_name``; ``fulfilments`` (a JSON list of ids) are the lines it
+    carries, whose ``sends`` advance in the transaction that marks it
+    delivered, after the remote rename. One undelivered file per warehouse.
+    """
+
+    __tablename__ = "order_exports"
+    __table_args__ = (
+        Index("ix_order_exports_undelivered", "source_id", unique=True,
+              sqlite_where=text("status <> 'delivered'"), postgresql_where=text("status <> 'delivered'")),
+        Index("ix_order_exports_source_created", "source_id", "created_at"),
+        CheckConstraint("status in ('pending', 'failing', 'delivered')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule, manual
+    file_name: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(40))
+    destination: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    line_count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    fulfilments: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

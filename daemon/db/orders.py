@@ -22,6 +22,7 @@ from daemon.db.catalog import get_or_create_product
 from daemon.db.markets import get_policy, mark_needs_update, market_sources
 from daemon.db.models import (
     Cancellation,
+    Fulfilment,
     MarketRecord,
     Merchant,
     OrderAllocation,
@@ -393,6 +394,16 @@ class OrderView:
     imported_at: datetime
     restocked: bool | None
     cancel_reason: str | None
+    # What the warehouse it was sent to said (one row per warehouse; None: never sent to one).
+    warehouse: str | None = None
+    fulfilment: str | None = None  # open (sent, not confirmed), shipped, complete, cancelled, error, unconfirmed
+    sends: int | None = None
+    tracking_number: str | None = None
+    shipping_service: str | None = None
+    fulfilment_message: str | None = None
+
+
+FULFILMENT_FILTERS = ("error", "unconfirmed")
 
 
 def list_orders(session: Session, *, merchant: str | None = None, market: str | None = None,
@@ -400,12 +411,15 @@ def list_orders(session: Session, *, merchant: str | None = None, market: str | 
     query = (select(Merchant.name, MarketRecord.name, OrderLineRecord.order_id, OrderLineRecord.line_id,
                     Product.sku, OrderLineRecord.quantity, OrderLineRecord.status,
                     OrderLineRecord.shortfall, OrderLineRecord.ordered_at, OrderLineRecord.imported_at,
-                    Cancellation.restocked, Cancellation.reason)
+                    Cancellation.restocked, Cancellation.reason, Source.name, Fulfilment.status, Fulfilment.sends,
+                    Fulfilment.tracking_number, Fulfilment.shipping_service, Fulfilment.message)
              .select_from(OrderLineRecord)
              .join(MarketRecord, OrderLineRecord.market_id == MarketRecord.id)
              .join(Merchant, MarketRecord.merchant_id == Merchant.id)
              .outerjoin(Product, OrderLineRecord.product_id == Product.id)
              .outerjoin(Cancellation, Cancellation.order_line_id == OrderLineRecord.id)
+             .outerjoin(Fulfilment, Fulfilment.order_line_id == OrderLineRecord.id)
+             .outerjoin(Source, Source.id == Fulfilment.source_id)
              .order_by(OrderLineRecord.ordered_at.desc(), OrderLineRecord.order_id, OrderLineRecord.line_id)
              .limit(limit))
     if merchant:
@@ -414,6 +428,8 @@ def list_orders(session: Session, *, merchant: str | None = None, market: str | 
         query = query.where(MarketRecord.name == market)
     if status == "oversold":
         query = query.where(OrderLineRecord.shortfall > 0)
+    elif status in FULFILMENT_FILTERS:
+        query = query.where(Fulfilment.status == status)
     elif status:
         query = query.where(OrderLineRecord.status == status)
     return [OrderView(*tuple(r)) for r in session.execute(query)]

@@ -1,10 +1,11 @@
-"""A market's export settings -> the ``transports`` destination that delivers there."""
+"""Delivery settings (a market's ``[export]``, a warehouse's ``[orders_export]``) -> the
+``transports`` destination that delivers there."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.settings import ExportSettings
+from daemon.settings import DeliverySettings
 from daemon.transports.destination import Destination
 from daemon.transports.folder import FolderDestination
 from daemon.transports.ftp import FtpDestination
@@ -13,7 +14,7 @@ from daemon.transports.sftp import SftpDestination, SftpEndpoint
 _DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
 
 
-def destination_for(export: ExportSettings) -> Destination:
+def destination_for(export: DeliverySettings) -> Destination:
     if export.transport == "dir":
         return FolderDestination(Path(export.folder))
     assert export.host is not None and export.user is not None  # the settings' validator saw to it

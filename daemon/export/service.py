@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import exports as db_exports
 from daemon.db.market_lines import LinesCache
 from daemon.db.markets import get_market
+from daemon.errors import TransientError
 from daemon.export import outbox, plan
 from daemon.export.destinations import destination_for
 from daemon.export.sender import AlertHook, Sent, send
@@ -125,6 +126,9 @@ class Exporter:
             return
         try:
             self.export_now(key, kind, trigger=trigger)
+        except TransientError as exc:  # the stock is mid-write (db.market_lines.NotSettled), a lock
+            self._seen.pop(key, None)  # the next poll starts a delta again, not the next change
+            log.warning("export_run_deferred", market=key, kind=kind, reason=str(exc))
         except Exception:  # a scheduled job must not die; the next run tries again
             log.exception("export_run_failed", market=key, kind=kind)
 

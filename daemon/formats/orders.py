@@ -101,6 +101,10 @@ def parse_time(value: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+# The table reading, shared with the warehouses' status files (``formats.statuses``).
+read_table, columns, cell = _read_table, _columns, _cell
+
+
 # --- orders ---------------------------------------------------------------------
 
 _ORDER_ROLES: dict[str, tuple[str, ...]] = {

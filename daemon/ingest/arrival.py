@@ -14,7 +14,8 @@ class Arrival:
 
     ``path`` is on the same filesystem as the spool, so the claim is a rename.
     A quantity feed names its inventory source (``source_id``); an order or
-    cancellation file names its market (``market_id``) and ``kind``.
+    cancellation file names its market (``market_id``) and ``kind``; a
+    warehouse's status file names its source and ``kind = "statuses"``.
     """
 
     path: Path
@@ -26,13 +27,15 @@ class Arrival:
     remote_addr: str | None = None
     elapsed_s: float | None = None
     market_id: int | None = None
-    kind: str = "feed"  # "feed", "orders", "cancellations"
+    kind: str = "feed"  # "feed", "orders", "cancellations", "statuses"
 
     def __post_init__(self) -> None:
         if (self.source_id is None) == (self.market_id is None):
             raise ValueError("an arrival belongs to exactly one source or one market")
-        if self.kind not in ("feed", "orders", "cancellations"):
+        if self.kind not in ("feed", "orders", "cancellations", "statuses"):
             raise ValueError(f"unknown kind {self.kind!r}")
+        if (self.kind in ("feed", "statuses")) != (self.source_id is not None):
+            raise ValueError(f"a {self.kind} file belongs to a {'source' if self.market_id is None else 'market'}")
 
     @property
     def lane(self) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from daemon.errors import FeedError
 from daemon.formats.feeds import ParsedFeed, ParseOptions, RowError
 from daemon.formats.listings import ListingFile
 from daemon.formats.orders import ParsedCancellations, ParsedOrders
+from daemon.formats.statuses import ParsedStatuses
 
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
@@ -67,8 +68,10 @@ def _serve(fd: int, parent: int | None = None) -> None:
     from daemon.formats.feeds import parse_feed
     from daemon.formats.listings import read_listings
     from daemon.formats.orders import read_cancellations, read_orders
+    from daemon.formats.statuses import read_statuses
 
-    readers = {"orders": read_orders, "cancellations": read_cancellations, "listings": read_listings}
+    readers = {"orders": read_orders, "cancellations": read_cancellations, "listings": read_listings,
+               "statuses": read_statuses}
     conn.send(("ready",))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     while True:
@@ -305,6 +308,11 @@ class ParserPool:
     def read_cancellations(self, path: Path, *, fault: str | None = None) -> ParsedCancellations:
         result, _ = self._call("cancellations", path, None, fault=fault)
         assert isinstance(result, ParsedCancellations)
+        return result
+
+    def read_statuses(self, path: Path, *, fault: str | None = None) -> ParsedStatuses:
+        result, _ = self._call("statuses", path, None, fault=fault)
+        assert isinstance(result, ParsedStatuses)
         return result
 
     def read_listings(self, path: Path, *, fault: str | None = None) -> ListingFile:

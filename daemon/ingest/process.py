@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,7 @@ from daemon.db import stock, uploads
 from daemon.formats.results import write_result
 from daemon.ingest.apply_feed import FeedApplier, FeedReader, ResultFrames
 from daemon.ingest.apply_market import MarketFileApplier, MarketReaders
+from daemon.ingest.apply_status import StatusFileApplier, StatusReader
 from daemon.ingest.outcomes import Outcome, OutcomeHook, finish, outcome_of
 from daemon.ingest.sources import SourceBook
 from daemon.ingest.spool import SpoolDirs, move
@@ -30,9 +32,13 @@ from daemon.settings import IngestSettings
 log = structlog.get_logger("daemon.ingest")
 
 
+class FileReaders(MarketReaders, StatusReader, Protocol):
+    """What reads every file but a feed: the parser pool (``contained.ParserPool``)."""
+
+
 class Processor:
     def __init__(self, sessions: sessionmaker[Session], dirs: SpoolDirs, book: SourceBook,
-                 ingest: IngestSettings, read_feed: FeedReader, markets: MarketReaders,
+                 ingest: IngestSettings, read_feed: FeedReader, markets: FileReaders,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, node: str | None = None,
                  on_outcome: OutcomeHook | None = None) -> None:
         self._sessions = sessions
@@ -43,6 +49,7 @@ class Processor:
         self._clock = clock
         self.feeds = FeedApplier(sessions, book, ingest, read_feed, clock, node=node)
         self.market_files = MarketFileApplier(sessions, markets, clock, node=node)
+        self.status_files = StatusFileApplier(sessions, markets, clock, node=node)
 
     def process(self, upload_id: int, *, approved: bool = False) -> Outcome:
         """Take an upload to its final status and file it; safe to call again for a final one.
@@ -60,13 +67,15 @@ class Processor:
         if done is None:
             done = self._first_look(upload_id, not approved)
         frames: ResultFrames | None = None
-        if kind == "feed":
+        if kind in ("feed", "statuses"):
             info = self._book.get(source_id) if source_id is not None else None
             if info is None:
                 raise LookupError(f"upload {upload_id}: source {source_id} is not configured")
-            results = info.results
-            if done is None:
+            results = info.results_for(kind)
+            if done is None and kind == "feed":
                 done, frames = self.feeds.apply(upload_id, info, path, approved)
+            elif done is None:
+                done = self.status_files.apply(upload_id, path)
         else:
             market = self._book.market(market_id) if market_id is not None else None
             if market is None:

@@ -31,6 +31,9 @@ class SourceInfo:
     folder: Path  # holds inbox/ and results/ (and the receivers' hidden staging)
     inbox: Path
     results: Path
+    # A warehouse sent order files gets its status files here, in statuses/{inbox,results}
+    # (and statuses/.staging): a folder of its own, like a market's orders/.
+    statuses: Path | None = None
 
     @property
     def name(self) -> str:
@@ -44,6 +47,18 @@ class SourceInfo:
     def staging(self) -> Path:
         """Hidden from the jail and the watcher: partial uploads live here."""
         return self.folder / ".staging"
+
+    def kind_folder(self, kind: str) -> Path:
+        """The folder a login of ``kind`` is jailed to: the source's own, or its statuses/."""
+        if kind == "feed":
+            return self.folder
+        if kind == "statuses" and self.statuses is not None:
+            return self.statuses
+        raise ValueError(f"source {self.label} has no {kind} folder"
+                         + (" (it has no [orders_export])" if kind == "statuses" else ""))
+
+    def results_for(self, kind: str) -> Path:
+        return self.kind_folder(kind) / "results"
 
 
 MARKET_KINDS = ("orders", "cancellations")
@@ -121,6 +136,7 @@ class SourceBook:
                     id=ids[0], merchant_id=ids[1], merchant=m, settings=s,
                     folder=settings.source_folder(m.name, s), inbox=settings.inbox(m.name, s),
                     results=settings.results(m.name, s),
+                    statuses=settings.statuses_folder(m.name, s) if s.orders_export is not None else None,
                 ))
         return cls(found, _markets(session, settings))
 
@@ -134,19 +150,24 @@ class SourceBook:
     def inboxes(self) -> list[Inbox]:
         """Every folder the watcher serves."""
         out = [Inbox(s.inbox, source_id=s.id) for s in self._by_id.values()]
+        out.extend(Inbox(s.statuses / "inbox", source_id=s.id, kind="statuses")
+                   for s in self._by_id.values() if s.statuses is not None)
         for m in self.markets.values():
             out.extend(market_inboxes(m))
         return out
 
     @property
     def staging_folders(self) -> list[Path]:
-        return [s.staging for s in self] + [m.staging for m in self.markets.values()]
+        return ([s.staging for s in self] + [s.statuses / ".staging" for s in self if s.statuses is not None]
+                + [m.staging for m in self.markets.values()])
 
     # -- where an account's files go (the endpoints' authenticator asks) ---------
 
-    def source_root(self, source_id: int) -> Path | None:
+    def source_root(self, source_id: int, kind: str = "feed") -> Path | None:
         info = self.get(source_id)
-        return info.folder if info is not None else None
+        if info is None or (kind == "statuses" and info.statuses is None):
+            return None
+        return info.kind_folder(kind)
 
     def market_root(self, market_id: int, kind: str) -> Path | None:
         market = self.market(market_id)

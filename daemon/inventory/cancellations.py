@@ -6,8 +6,9 @@ Decision order (documented in ``restock_decision``):
    because by then the goods have usually shipped and a late cancellation is
    a return, handled elsewhere. The refusal is said in the reason.
 2. Inside the window, a market policy of "always" or "never" decides.
-3. Otherwise ("by_origin"): a cancellation on the market restocks; one made
-   in Stockdrop needs the operator's explicit choice.
+3. Otherwise ("by_origin"): a cancellation on the market restocks, and so
+   does one by the warehouse (its status file said CANCELLED: the goods never
+   left it); one made in Stockdrop needs the operator's explicit choice.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from daemon.inventory.allocation import Allocation
 from daemon.inventory.orders import LineKey, OrderLine
 from daemon.inventory.stock import LedgerEntry, Reason, StockLevel, adjust_quantity
 
-Origin = Literal["market", "stockdrop"]
+Origin = Literal["market", "stockdrop", "warehouse"]
 Policy = Literal["always", "never", "by_origin"]
 
 DEFAULT_WINDOW_DAYS = 14
@@ -62,8 +63,8 @@ def restock_decision(
     cancellation stamped before its order (clock skew between systems) counts
     as inside the window.
     """
-    if origin not in ("market", "stockdrop"):
-        raise ValueError(f"origin must be 'market' or 'stockdrop', got {origin!r}")
+    if origin not in ("market", "stockdrop", "warehouse"):
+        raise ValueError(f"origin must be 'market', 'stockdrop' or 'warehouse', got {origin!r}")
     if policy not in ("always", "never", "by_origin"):
         raise ValueError(f"policy must be 'always', 'never' or 'by_origin', got {policy!r}")
     if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 0:
@@ -95,6 +96,8 @@ def _inside_window(
         return RestockDecision(False, "not restocked: the market's restock policy is never")
     if origin == "market":
         return RestockDecision(True, "restocked: cancelled on the market")
+    if origin == "warehouse":
+        return RestockDecision(True, "restocked: the warehouse cancelled it (status file)")
     if requested is None:
         return None
     if requested:

@@ -17,6 +17,7 @@ from daemon.db.engine import session_factory
 from daemon.db.leader import Leadership
 from daemon.db.sync import sync_with_config
 from daemon.errors import ConfigError, UserError
+from daemon.export.orders import OrderExporter, OrdersTarget
 from daemon.export.sender import AlertHook, Stopping
 from daemon.export.service import Exporter, ExportTarget
 from daemon.ingest.endpoints.factory import endpoint_services
@@ -48,6 +49,9 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
     for info in book:
         info.inbox.mkdir(parents=True, exist_ok=True)
         info.results.mkdir(parents=True, exist_ok=True)
+        if info.statuses is not None:
+            (info.statuses / "inbox").mkdir(parents=True, exist_ok=True)
+            (info.statuses / "results").mkdir(parents=True, exist_ok=True)
     alerts = alerts_for(sessions, settings)
     pipeline = Pipeline(settings, sessions, book, on_outcome=alerts.upload_finished if alerts else None)
     services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
@@ -67,9 +71,12 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
 
 def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
                    alert: AlertHook | None = None) -> Scheduler | None:
-    """The exporter on a scheduler of its own, leading or not (``export.service``); None without exports."""
+    """The exporters (quantity feeds to markets, ``export.service``; order files to warehouses,
+    ``export.orders``) on a scheduler of their own, leading or not; None without exports.
+    ``alert``: called when a market's exports keep failing."""
     targets = [ExportTarget(m, market, export) for m, market, export in settings.export_targets()]
-    if not targets:
+    order_targets = [OrdersTarget(m, source, export) for m, source, export in settings.orders_export_targets()]
+    if not targets and not order_targets:
         return None
     leadership = Leadership(engine, "exports")
 
@@ -80,7 +87,14 @@ def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Se
             raise Stopping from None
 
     exporter = Exporter(sessions, targets, leads=leadership.is_leader, node=settings.node, sleep=sleep, alert=alert)
-    scheduler = Scheduler("exports", exporter.start, workers=min(8, len(targets) + 2))
+    orders = OrderExporter(sessions, order_targets, leads=leadership.is_leader, node=settings.node, sleep=sleep)
+
+    def setup(timer: Scheduler) -> None:
+        if targets:
+            exporter.start(timer)
+        orders.start(timer)
+
+    scheduler = Scheduler("exports", setup, workers=min(8, len(targets) + len(order_targets) + 2))
     return scheduler
 
 

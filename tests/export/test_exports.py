@@ -344,3 +344,31 @@ def test_over_ftps_from_the_settings_a_market_down_then_up_is_delivered_once(  #
     assert [p.name for p in (server.home / "out").iterdir()] == [up.file_name]
     assert read_feed(server.home / "out" / up.file_name) == SKUS
     assert exporter.export_now("acme/amz", "delta") == []  # delivered once: nothing owed, nothing moved
+
+
+def test_a_change_deferred_while_the_stock_is_mid_write_is_sent_on_the_next_poll(make_world) -> None:  # type: ignore[no-untyped-def]
+    from daemon.db.market_lines import LinesCache, NotSettled
+
+    class Unsettled(LinesCache):
+        """As on PostgreSQL while an apply is still open: the first look cannot settle."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 1
+
+        def market_lines(self, session, market):  # type: ignore[no-untyped-def]
+            if self.refusals:
+                self.refusals -= 1
+                raise NotSettled("transaction 1234 is still open")
+            return super().market_lines(session, market)
+
+    world = make_world()
+    exporter, timer = world.exporter(markets=("amz",)), Timer()
+    exporter.lines = Unsettled()
+    assert exporter.poll(timer) == ["acme/amz"]
+    timer.run()  # deferred, not failed: nothing sent, nothing recorded
+    assert world.files("amz") == [] and world.exports("amz") == []
+    assert exporter.poll(timer) == ["acme/amz"]  # no new change: the deferred delta comes back by itself
+    timer.run()
+    [path] = world.files("amz")
+    assert read_feed(path) == SKUS

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from daemon.export.formats import Format
+from daemon.export.formats import Format, csv_bytes
 
 INVENTORY_LOADER_COLUMNS = (
     "sku", "price", "quantity", "product-id", "product-id-type", "add-delete",
@@ -37,7 +37,7 @@ def _write(lines: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
     _refuse_duplicates(lines.get_column("sku"))
     # Null, not "": polars writes a null as an empty field, an empty string as "".
     frame = lines.select(_FILLED.get(c, pl.lit(None, dtype=pl.String)).alias(c) for c in columns)
-    return frame.write_csv(separator="\t", line_terminator="\n", quote_style="necessary").encode()
+    return csv_bytes(frame, separator="\t")
 
 
 def _refuse_duplicates(skus: pl.Series) -> None:

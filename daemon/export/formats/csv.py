@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from daemon.export.formats import Format
+from daemon.export.formats import Format, csv_bytes
 
 # The same triggers as daemon.formats.cells (the ingest side unescapes them on
 # the way back in); export/formats may not import daemon.formats, and a test
@@ -41,7 +41,7 @@ def write(lines: pl.DataFrame, options: Mapping[str, str]) -> bytes:
     frame = lines.select(columns)
     if options.get("escape_formulas", "true") != "false":
         frame = escape_formulas(frame)
-    return frame.write_csv(separator=delimiter, line_terminator="\n", quote_style="necessary").encode()
+    return csv_bytes(frame, separator=delimiter)
 
 
 def escape_formulas(frame: pl.DataFrame) -> pl.DataFrame:

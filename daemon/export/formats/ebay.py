@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from daemon.export.formats import Format
+from daemon.export.formats import Format, csv_bytes
 
 VERSION = "1193"
 _PARAMETER = re.compile(r"[A-Za-z0-9]+")
@@ -39,7 +39,7 @@ def write(lines: pl.DataFrame, options: Mapping[str, str]) -> bytes:
         header = (action, "Custom label (SKU)", "Quantity")
     frame = lines.select(pl.lit("Revise").alias(header[0]), pl.col("sku").alias(header[1]),
                          pl.col("quantity").alias(header[2]))
-    return frame.write_csv(line_terminator="\n", quote_style="necessary").encode()
+    return csv_bytes(frame)
 
 
 # Annotated: mypy cannot infer it through the import cycle with the package's registry.

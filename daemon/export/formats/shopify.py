@@ -35,7 +35,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from daemon.export.formats import Format
+from daemon.export.formats import Format, csv_bytes
 
 COLUMNS = ("Handle", "Option1 Value", "Option2 Value", "Option3 Value", "SKU", "Location",
            "Incoming (not editable)", "Unavailable (not editable)", "Committed (not editable)",
@@ -78,7 +78,7 @@ def write(lines: pl.DataFrame, options: Mapping[str, str]) -> bytes:
         pl.col("option2").alias(COLUMNS[2]), pl.col("option3").alias(COLUMNS[3]),
         pl.col("sku").alias(COLUMNS[4]), pl.col("location").alias(COLUMNS[5]),
         *(empty.alias(name) for name in COLUMNS[6:11]), pl.col("quantity").alias(COLUMNS[11]))
-    return frame.write_csv(line_terminator="\n", quote_style="necessary").encode()
+    return csv_bytes(frame)
 
 
 def _skus(rows: pl.DataFrame) -> str:
