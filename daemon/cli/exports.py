@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from daemon.db import exports as db_exports
 from daemon.db.markets import get_market
 from daemon.db.sync import sync_with_config
 from daemon.errors import NotFound
+
+if TYPE_CHECKING:
+    from daemon.export.sender import Sent
 
 
 def _targets(app: App) -> list[object]:
@@ -55,12 +59,18 @@ def export(app: App, market: str, merchant: str | None, full: bool, dry_run: boo
         sys.stdout.flush()
         return
     sent = Exporter(app.sessions, [target], node=app.settings.node).export_now(target.key, kind)
+    report_sent(sent, as_json=as_json, label=f"{market}: export", show_kind=True,
+                nothing=f"{market}: nothing to send (every listing is at its last delivered quantity)")
+
+
+def report_sent(sent: list[Sent], *, as_json: bool, label: str, nothing: str, show_kind: bool = False) -> None:
+    """What an export run sent, one line each (or JSON); exits NOT_DELIVERED unless all were delivered."""
     if as_json:
         emit_json({"sent": [s.__dict__ for s in sent]})
     elif not sent:
-        click.echo(f"{market}: nothing to send (every listing is at its last delivered quantity)")
+        click.echo(nothing)
     for s in sent if not as_json else []:
-        click.echo(f"{market}: export {s.export_id} {s.kind} {s.file_name}: {s.status}"
+        click.echo(f"{label} {s.export_id} {s.kind + ' ' if show_kind else ''}{s.file_name}: {s.status}"
                    + (f" after {s.attempts} tries: {s.error}" if s.error else ""))
     if any(s.status != db_exports.DELIVERED for s in sent):
         raise SystemExit(exitcodes.NOT_DELIVERED)

@@ -11,6 +11,7 @@ import click
 
 from daemon import exitcodes
 from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.cli.exports import report_sent
 from daemon.cli.ingest import open_pipeline, take_file
 from daemon.cli.markets import print_row_errors, row_errors_json, synced
 from daemon.db.markets import get_market
@@ -226,15 +227,8 @@ def orders_export(app: App, source: str, merchant: str | None, dry_run: bool, as
             sys.stdout.flush()
         return
     sent = exporter.export_now(target.key)
-    if as_json:
-        emit_json({"sent": [s.__dict__ for s in sent]})
-    elif not sent:
-        click.echo(f"{source}: nothing to send (no open order line is waiting for this warehouse)")
-    for s in sent if not as_json else []:
-        click.echo(f"{source}: order file {s.export_id} {s.file_name}: {s.status}"
-                   + (f" after {s.attempts} tries: {s.error}" if s.error else ""))
-    if any(s.status != "delivered" for s in sent):
-        raise SystemExit(exitcodes.NOT_DELIVERED)
+    report_sent(sent, as_json=as_json, label=f"{source}: order file",
+                nothing=f"{source}: nothing to send (no open order line is waiting for this warehouse)")
 
 
 @orders.command("import-statuses")

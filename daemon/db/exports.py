@@ -14,16 +14,17 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.db.engine import driver_connection as dbapi
-from daemon.db.models import ExportRecord, MarketRecord, Merchant, Source
+from daemon.db.models import ExportRecord, MarketRecord, Merchant, OrderExportRecord, Source
 
 PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
+_Delivery = TypeVar("_Delivery", ExportRecord, OrderExportRecord)  # a row of either delivery outbox
 _SLICE = 100_000
 
 
@@ -110,7 +111,13 @@ def _advance_last_sent(session: Session, lines: pl.DataFrame) -> None:
 
 def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *, failing: bool) -> int:
     """Record a failed attempt; returns the attempts so far."""
-    record = session.get(ExportRecord, export_id, with_for_update=True)
+    return record_attempt(session, ExportRecord, export_id, now, error, failing=failing)
+
+
+def record_attempt(session: Session, model: type[_Delivery], export_id: int,
+                   now: datetime, error: str, *, failing: bool) -> int:
+    """A failed attempt on a row of either delivery outbox (markets' or warehouses'): the same rule."""
+    record = session.get(model, export_id, with_for_update=True)
     if record is None or record.status == DELIVERED:
         return 0
     record.attempts += 1
@@ -118,6 +125,14 @@ def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *,
     if failing:
         record.status = FAILING
     return record.attempts
+
+
+def load(session: Session, export_id: int) -> tuple[str, bytes, int, str, bool] | None:
+    """(file name, bytes, market id, kind, delivered) of one export: what the sender needs."""
+    record = session.get(ExportRecord, export_id)
+    if record is None:
+        return None
+    return record.file_name, record.content, record.market_id, record.kind, record.status == DELIVERED
 
 
 @dataclass(frozen=True)

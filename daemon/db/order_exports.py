@@ -20,21 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from daemon.db.exports import DELIVERED, PENDING, record_attempt
 from daemon.db.models import (
     Fulfilment,
     MarketRecord,
-    Merchant,
     OrderAllocation,
     OrderExportRecord,
     OrderLineRecord,
     Product,
-    Source,
 )
 
-PENDING, FAILING, DELIVERED = "pending", "failing", "delivered"
 # Fulfilment states. Sent again on every run: OWED; answered: the rest.
 OPEN, SHIPPED, COMPLETE, CANCELLED, ERROR, UNCONFIRMED = (
     "open", "shipped", "complete", "cancelled", "error", "unconfirmed")
@@ -154,55 +152,4 @@ def mark_delivered(session: Session, export_id: int, now: datetime) -> bool:
 
 def mark_attempt(session: Session, export_id: int, now: datetime, error: str, *, failing: bool) -> int:
     """Record a failed attempt; returns the attempts so far."""
-    record = session.get(OrderExportRecord, export_id, with_for_update=True)
-    if record is None or record.status == DELIVERED:
-        return 0
-    record.attempts += 1
-    record.last_attempt_at, record.last_error = now, error
-    if failing:
-        record.status = FAILING
-    return record.attempts
-
-
-# --- listing ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OrderExportRow:
-    id: int
-    merchant: str
-    source: str
-    status: str
-    trigger: str
-    file_name: str
-    destination: str
-    lines: int
-    size: int
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-
-
-def list_order_exports(session: Session, *, merchant: str | None = None, source: str | None = None,
-                       status: str | None = None, limit: int = 50) -> list[OrderExportRow]:
-    query = (select(OrderExportRecord.id, Merchant.name, Source.name, OrderExportRecord.status,
-                    OrderExportRecord.trigger, OrderExportRecord.file_name, OrderExportRecord.destination,
-                    OrderExportRecord.line_count, OrderExportRecord.size, OrderExportRecord.attempts,
-                    OrderExportRecord.last_error, OrderExportRecord.created_at, OrderExportRecord.delivered_at)
-             .join(Source, Source.id == OrderExportRecord.source_id)
-             .join(Merchant, Merchant.id == Source.merchant_id)
-             .order_by(OrderExportRecord.id.desc()).limit(limit))
-    if merchant:
-        query = query.where(Merchant.name == merchant)
-    if source:
-        query = query.where(Source.name == source)
-    if status:
-        query = query.where(OrderExportRecord.status == status)
-    return [OrderExportRow(*tuple(row)) for row in session.execute(query)]
-
-
-def last_delivery(session: Session, source_id: int) -> datetime | None:
-    return session.scalar(select(OrderExportRecord.delivered_at).where(
-        and_(OrderExportRecord.source_id == source_id, OrderExportRecord.status == DELIVERED))
-        .order_by(OrderExportRecord.delivered_at.desc()).limit(1))
+    return record_attempt(session, OrderExportRecord, export_id, now, error, failing=failing)

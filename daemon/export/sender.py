@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import exports as db_exports
 from daemon.db import order_exports
 from daemon.db.engine import durable
-from daemon.db.models import ExportRecord
 from daemon.export import plan
 from daemon.retry import backoff
 from daemon.settings import DeliverySettings
@@ -52,14 +51,7 @@ class Outbox:
     mark_delivered: Callable[[Session, int, datetime], bool]
 
 
-def _load_market_export(session: Session, export_id: int) -> tuple[str, bytes, int, str, bool] | None:
-    record = session.get(ExportRecord, export_id)
-    if record is None:
-        return None
-    return record.file_name, record.content, record.market_id, record.kind, record.status == db_exports.DELIVERED
-
-
-MARKETS = Outbox("exports", "market_id", _load_market_export, db_exports.mark_attempt, db_exports.mark_delivered)
+MARKETS = Outbox("exports", "market_id", db_exports.load, db_exports.mark_attempt, db_exports.mark_delivered)
 ORDERS = Outbox("order_exports", "source_id", order_exports.load, order_exports.mark_attempt, order_exports.mark_delivered)
 
 
