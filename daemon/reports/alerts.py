@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import email as db_email
-from daemon.db.models import ExportRecord, MarketRecord, Merchant, Source, Upload
+from daemon.db.models import ExportRecord, MarketRecord, Merchant, OrderExportRecord, Source, Upload
 from daemon.formats.results import result_name
 from daemon.reports import outbox, render
 from daemon.settings import MerchantSettings, Settings
@@ -112,6 +112,37 @@ class Alerts:
             alert = (market.merchant_id, merchant.report_recipients,
                      f"[stockdrop] {merchant.name}: exports to {market.name} are failing", body,
                      f"market:{market.id}:export_failing")
+        self._write(*alert, event_key=None)
+
+    def order_export_failing(self, source_id: int, export_id: int, error: str) -> None:
+        """The alert hook of ``export.orders``: a warehouse's order files keep failing."""
+        with self._sessions() as session:
+            source = session.get(Source, source_id)
+            export = session.get(OrderExportRecord, export_id)
+            if source is None or export is None:
+                return
+            merchant = self._merchant(session, source.merchant_id)
+            if merchant is None:
+                return
+            settings = next((s for s in merchant.all_sources() if s.name == source.name), None)
+            recipients = settings.recipients(merchant) if settings else merchant.report_recipients
+            body = render.Body(f"Order files to {source.name} are failing").add(
+                render.Para(f"Stockdrop could not deliver order file {export.id} ({export.file_name}) to warehouse "
+                            f"{source.name} of {merchant.name}: {error}", strong=True),
+                render.Facts([("Warehouse", source.name),
+                              ("Order file", f"{export.id}, {export.line_count} order line(s)"),
+                              ("Destination", export.destination), ("Tries", str(export.attempts)),
+                              ("Last try", _when(self._now()))]),
+                render.Para("Nothing is lost: the file is kept and sent again at the warehouse's next run, with "
+                            "the order lines it carries. Until it goes through, the warehouse does not know of "
+                            "these orders, so they are not shipped."),
+                render.Para("What to do: check the endpoint in [merchants.sources.orders_export] (host, login, "
+                            "host key or certificate) and whether the warehouse's server is up."),
+                render.Commands([(f"stockdrop orders export {source.name}",
+                                  "send it now, once the endpoint is fixed")]))
+            alert = (source.merchant_id, recipients,
+                     f"[stockdrop] {merchant.name}: order files to {source.name} are failing", body,
+                     f"source:{source.id}:order_export_failing")
         self._write(*alert, event_key=None)
 
     def _merchant(self, session: Session, merchant_id: int) -> MerchantSettings | None:

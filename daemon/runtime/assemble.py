@@ -56,7 +56,8 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
     pipeline = Pipeline(settings, sessions, book, on_outcome=alerts.upload_finished if alerts else None)
     services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
     services.extend(endpoint_services(settings, pipeline, sessions))
-    exports = export_service(settings, engine, sessions, alert=alerts.export_failing if alerts else None)
+    exports = export_service(settings, engine, sessions, alert=alerts.export_failing if alerts else None,
+                             order_alert=alerts.order_export_failing if alerts else None)
     if exports is not None:
         services.append(exports)
     if settings.smtp is not None:
@@ -70,10 +71,10 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
 
 
 def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
-                   alert: AlertHook | None = None) -> Scheduler | None:
+                   alert: AlertHook | None = None, order_alert: AlertHook | None = None) -> Scheduler | None:
     """The exporters (quantity feeds to markets, ``export.service``; order files to warehouses,
     ``export.orders``) on a scheduler of their own, leading or not; None without exports.
-    ``alert``: called when a market's exports keep failing."""
+    ``alert``: called when a market's exports keep failing; ``order_alert``: a warehouse's order files."""
     targets = [ExportTarget(m, market, export) for m, market, export in settings.export_targets()]
     order_targets = [OrdersTarget(m, source, export) for m, source, export in settings.orders_export_targets()]
     if not targets and not order_targets:
@@ -87,7 +88,8 @@ def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Se
             raise Stopping from None
 
     exporter = Exporter(sessions, targets, leads=leadership.is_leader, node=settings.node, sleep=sleep, alert=alert)
-    orders = OrderExporter(sessions, order_targets, leads=leadership.is_leader, node=settings.node, sleep=sleep)
+    orders = OrderExporter(sessions, order_targets, leads=leadership.is_leader, node=settings.node, sleep=sleep,
+                           alert=order_alert)
 
     def setup(timer: Scheduler) -> None:
         if targets:

@@ -155,6 +155,15 @@ def test_the_csv_escape_is_the_one_ingest_undoes() -> None:
     assert out.get_column("sku").to_list() == [escape_cell(s) for s in tricky]
 
 
+def test_one_formula_cell_among_clean_ones_is_still_escaped() -> None:
+    # escape_formulas skips a column no cell of which passes a cheap pre-check:
+    # the pre-check must let through every cell the rule escapes, whatever its first character.
+    for first in [*map(chr, range(128)), "é", "\u00a0", "\U0001f600"]:
+        skus = ["0017", "SAFE-1", first + "X", "zz"]
+        out = generic_csv.escape_formulas(frame(skus, [0] * len(skus)))
+        assert out.get_column("sku").to_list() == [escape_cell(s) for s in skus], repr(first)
+
+
 def test_csv_names_an_unknown_column_and_the_available_ones() -> None:
     with pytest.raises(ValueError, match="'price'.*'sku', 'quantity', 'source'"):
         write("csv", lines(), columns="sku,price")
