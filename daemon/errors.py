@@ -4,6 +4,9 @@
 - ``FeedError``: the file is rejected and quarantined; never retried.
 - ``TransientError``: retried later with backoff (an endpoint down, a lock).
 - ``UserError``: a CLI call that cannot be carried out; one line on stderr.
+- ``ExportError``: a market's file cannot be written as its format asks (the
+  listings or the options): nothing is composed, nothing is sent, and each
+  run says so until the cause is fixed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ class FeedError(StockdropError):
 
 class TransientError(StockdropError):
     """A failure that may pass on its own: retry later."""
+
+
+class ExportError(StockdropError):
+    """A market's export cannot be written from its listings with its options."""
 
 
 class UserError(StockdropError):

@@ -57,7 +57,7 @@ def test_the_first_market_imports_quantities_and_a_later_one_is_sent_the_current
     assert first.code == 0, first.err
     assert first.json() == {"market": "ebay", "merchant": "acme", "format": "ebay", "rows": 2, "listings": 2,
                             "first_integration": True, "first_market": "ebay", "set_quantities": 2,
-                            "needs_update": 0, "errors": 0, "row_errors": []}
+                            "needs_update": 0, "errors": 0, "row_errors": [], "warnings": []}
     later = run_cli(capsys, "-c", config, "market", "import-listings", "amazon",
                     LISTINGS / "amazon_inventory_report.txt", "--json").json()
     assert (later["first_integration"], later["first_market"], later["needs_update"]) == (False, "ebay", 2)
@@ -120,4 +120,16 @@ options = { location = "Warehouse East" }
     assert dry.code == 0, dry.err
     [row] = list(csv.DictReader(io.StringIO(dry.out, newline="")))
     assert (row["Handle"], row["Option1 Value"], row["SKU"], row["Location"], row["On hand (new)"]) == (
-        "mug", "Blue", "A-100", "Warehouse East", "10")  # 4 + 6 available over both locations
+        "mug", "Blue", "A-100", "Warehouse East", "6")  # Warehouse East's 6: the shop's 4 stay on sale there
+    assert "Available at 'Warehouse East' only" in imported.json()["warnings"][0]
+    # A variant at two locations and no location option: one line naming them, no traceback, nothing sent.
+    config.write_text(config.read_text().replace('options = { location = "Warehouse East" }\n', ""))
+    assert run_cli(capsys, "-c", config, "market", "import-listings", "shop",
+                   LISTINGS / "shopify_inventory_export.csv").code == 0
+    refused = run_cli(capsys, "-c", config, "export", "shop", "--full")
+    assert refused.code == exitcodes.FAILURE and "Traceback" not in refused.err
+    assert refused.err.strip() == ("stockdrop: market shop: its shopify_inventory file cannot be written: SKU(s) "
+                                   "stocked at several Shopify locations: 'A-100' at Shop location, Warehouse East; "
+                                   "set the option location to the one Stockdrop keeps (the others are left as "
+                                   "they are)")
+    assert run_cli(capsys, "-c", config, "exports", "--json").json()["exports"] == []  # the dry run wrote none

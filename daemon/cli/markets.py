@@ -108,7 +108,7 @@ def market_list(app: App, merchant: str | None, as_json: bool) -> None:
 @click.option("--merchant", help="Needed when several merchants are configured.")
 @click.option("--json", "as_json", is_flag=True,
               help="{market, format, rows, listings, first_integration, first_market, set_quantities, "
-                   "needs_update, errors, row_errors: [{row, column, value, message}]}")
+                   "needs_update, errors, row_errors: [{row, column, value, message}], warnings}")
 @click.pass_obj
 def market_import_listings(app: App, market: str, file: Path, merchant: str | None, as_json: bool) -> None:
     """Import MARKET's listings from FILE. The merchant's first market sets the
@@ -125,6 +125,9 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
         with ParserPool(1, timeout_s=ingest.parse_timeout_seconds,
                         memory_bytes=ingest.parse_memory_mb * 1024 * 1024) as parsers:
             parsed = parsers.read_listings(file)
+        location = _shopify_location(app, merchant_name, market)
+        if location is not None:
+            parsed = parsed.kept_at(location)
         with synced(app) as session:
             record = get_market(session, merchant_name, market)
             result = import_listing_rows(session, record, parsed.rows, now=app.now(), actor="cli",
@@ -137,14 +140,25 @@ def market_import_listings(app: App, market: str, file: Path, merchant: str | No
                    "rows": parsed.total_rows, "listings": result.listings,
                    "first_integration": result.first_integration, "first_market": result.first_market,
                    "set_quantities": result.set_quantities, "needs_update": result.needs_update,
-                   "errors": len(parsed.errors), "row_errors": row_errors_json(parsed.errors)})
+                   "errors": len(parsed.errors), "row_errors": row_errors_json(parsed.errors),
+                   "warnings": parsed.warnings})
         return
     how = ("first integration: quantities set in merchant-fulfilled" if result.first_integration
            else f"{result.first_market} came first: quantities left alone, listings to be sent the current inventory")
     click.echo(f"{merchant_name}/{market}: {result.listings} listings ({parsed.format}); {how}")
     click.echo(f"  quantities set {result.set_quantities}, needing update {result.needs_update}, "
                f"row errors {len(parsed.errors)}")
+    for warning in parsed.warnings:
+        click.echo(f"  note: {warning}")
     print_row_errors(parsed.errors)
+
+
+def _shopify_location(app: App, merchant: str, market: str) -> str | None:
+    """The one Shopify location MARKET's export writes (its ``location`` option), if it names one."""
+    export = next((e for m, k, e in app.settings.export_targets() if (m, k) == (merchant, market)), None)
+    if export is None or export.format != "shopify_inventory":
+        return None
+    return export.options.get("location")
 
 
 @market_group.command("show")

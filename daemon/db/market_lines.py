@@ -88,6 +88,9 @@ class LinesCache:
     def __init__(self, *, settle_seconds: float = 10.0, min_patch: int = 1_000,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._entries: dict[int, _Entry] = {}
+        # The last lines handed out per market, with the kept frame and rules they came from: a full
+        # feed of an unchanged market reuses them (1M listings: 7-14 ms of the feed's ~60).
+        self._shaped: dict[int, tuple[pl.DataFrame, object, pl.DataFrame]] = {}
         self._settle_seconds, self._min_patch, self._sleep = settle_seconds, min_patch, sleep
         self.whole_reads = 0  # for tests and benchmarks: how often a market was read whole
 
@@ -107,14 +110,22 @@ class LinesCache:
             self.whole_reads += 1
             entry = _Entry(key, watermark, delivered, _read_whole(session, market, source_ids))
         self._entries[market.id] = entry
-        return _with_rules(entry.frame, market)
+        rules = channel_market(market).rules
+        shaped = self._shaped.get(market.id)
+        if shaped is not None and shaped[0] is entry.frame and shaped[1] == rules:
+            return shaped[2]
+        lines = _with_rules(entry.frame, market)
+        self._shaped[market.id] = (entry.frame, rules, lines)
+        return lines
 
     def forget(self, market_id: int | None = None) -> None:
         """Drop the kept copy of one market (None: all), e.g. when this daemon stops leading."""
         if market_id is None:
             self._entries.clear()
+            self._shaped.clear()
         else:
             self._entries.pop(market_id, None)
+            self._shaped.pop(market_id, None)
 
     def _settled_watermark(self, session: Session) -> int:
         conn = session.connection()

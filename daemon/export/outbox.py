@@ -19,6 +19,7 @@ from daemon.db import exports as db_exports
 from daemon.db import listing_details
 from daemon.db.market_lines import market_lines
 from daemon.db.models import ExportRecord, MarketRecord
+from daemon.errors import ExportError
 from daemon.export import plan
 from daemon.export.formats import FORMATS, Format
 from daemon.settings import ExportSettings
@@ -34,13 +35,21 @@ def preview(session: Session, market: MarketRecord, export: ExportSettings, kind
 
 
 def _write(session: Session, market: MarketRecord, fmt: Format, lines: pl.DataFrame, export: ExportSettings) -> bytes:
-    """The file for ``lines``, with the listing data the format asks for joined on (most ask for none)."""
-    if not fmt.listing_data:
-        return fmt.write(lines.select("sku", "quantity"), export.options)
-    details = listing_details.fetch(session, market.id, lines.get_column("listing_id"), fmt.listing_data)
-    frame = lines.select("listing_id", "sku", "quantity").join(details, on="listing_id", how="left",
-                                                                maintain_order="left")
-    return fmt.write(frame.drop("listing_id"), export.options)
+    """The file for ``lines``, with the listing data the format asks for joined on (most ask for none).
+
+    A writer raises ValueError for what its format cannot carry (a Shopify
+    variant with no location, an unknown csv column): an ``ExportError``
+    naming the market and the format, not a traceback.
+    """
+    try:
+        if not fmt.listing_data:
+            return fmt.write(lines.select("sku", "quantity"), export.options)
+        details = listing_details.fetch(session, market.id, lines.get_column("listing_id"), fmt.listing_data)
+        frame = lines.select("listing_id", "sku", "quantity").join(details, on="listing_id", how="left",
+                                                                    maintain_order="left")
+        return fmt.write(frame.drop("listing_id"), export.options)
+    except ValueError as exc:
+        raise ExportError(f"market {market.name}: its {fmt.name} file cannot be written: {exc}") from None
 
 
 def compose(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind, *,

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.db import exports as db_exports
 from daemon.db.market_lines import LinesCache
 from daemon.db.markets import get_market
-from daemon.errors import TransientError
+from daemon.errors import ExportError, TransientError
 from daemon.export import outbox, plan
 from daemon.export.destinations import destination_for
 from daemon.export.sender import AlertHook, Sent, send
@@ -129,6 +129,8 @@ class Exporter:
         except TransientError as exc:  # the stock is mid-write (db.market_lines.NotSettled), a lock
             self._seen.pop(key, None)  # the next poll starts a delta again, not the next change
             log.warning("export_run_deferred", market=key, kind=kind, reason=str(exc))
+        except ExportError as exc:  # the listings or options: every run says so until they are fixed
+            log.error("export_run_refused", market=key, kind=kind, reason=str(exc))
         except Exception:  # a scheduled job must not die; the next run tries again
             log.exception("export_run_failed", market=key, kind=kind)
 

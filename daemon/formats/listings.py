@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from daemon.errors import FeedError
@@ -38,6 +38,31 @@ class ListingFile:
     format: str
     warnings: list[str] = field(default_factory=list)
     locations: list[tuple[str, str, str, str | None, str | None, str | None]] | None = None
+    # A Shopify export's (sku, location, Available) rows; None for the other formats.
+    available: list[tuple[str, str, int]] | None = None
+
+    def kept_at(self, location: str) -> ListingFile:
+        """The file as a market whose export writes ``location`` only (the Shopify option) must read it.
+
+        That export leaves every other location as it is, so their units stay
+        on sale beside Stockdrop's: counting them into Stockdrop's stock too
+        would offer them twice. Each variant's quantity is its Available at
+        ``location``; one not stocked there counts 0. A file with no row at
+        ``location`` is refused: the option or the file is the wrong one.
+        """
+        if self.available is None:
+            return self
+        at = {sku: quantity for sku, where, quantity in self.available if where == location}
+        if not at:
+            found = sorted({where for _, where, _ in self.available})
+            raise FeedError(f"no row of the file is at the Shopify location {location!r}, the one the market's "
+                            f"export keeps (its option location); the file's locations are "
+                            f"{', '.join(map(repr, found)) or 'none'}")
+        elsewhere = sum(1 for sku, _ in self.rows if sku not in at)
+        note = (f"quantities are each variant's Available at {location!r} only, the location the export keeps: "
+                "the other locations are left as they are in Shopify"
+                + (f"; {elsewhere} variant(s) not stocked there count 0" if elsewhere else ""))
+        return replace(self, rows=[(sku, at.get(sku, 0)) for sku, _ in self.rows], warnings=[*self.warnings, note])
 
 
 _SHOPIFY_QUANTITY = "Available (not editable)"
@@ -91,7 +116,7 @@ def _shopify(path: Path) -> ListingFile:
                                                                          maintain_order="left")
     errors = list(feed.errors)
     totals: dict[str, int] = {}
-    locations = []
+    locations, available = [], []
     for row, sku, quantity, location, handle, option1, option2, option3 in rows.iter_rows():
         if handle is None or location is None:
             column = "Handle" if handle is None else "Location"
@@ -100,8 +125,10 @@ def _shopify(path: Path) -> ListingFile:
             continue
         totals[sku] = totals.get(sku, 0) + int(quantity)
         locations.append((sku, location, handle, option1, option2, option3))
+        available.append((sku, location, int(quantity)))
     errors.sort(key=lambda e: (e.row is None, e.row or 0))
-    return ListingFile(list(totals.items()), errors, feed.total_rows, "shopify", list(feed.warnings), locations)
+    return ListingFile(list(totals.items()), errors, feed.total_rows, "shopify", list(feed.warnings), locations,
+                       available)
 
 
 def _guess_format(header: Sequence[str], delimiter: str | None) -> str:

@@ -25,6 +25,7 @@ from daemon.db.markets import get_market, import_listing_rows
 from daemon.db.models import Listing, Product
 from daemon.db.stock import set_one
 from daemon.db.sync import sync_with_config
+from daemon.errors import ExportError, FeedError
 from daemon.export.formats import shopify
 from daemon.export.service import Exporter, ExportTarget
 from daemon.formats.listings import read_listings
@@ -65,6 +66,9 @@ class Shop:
         path.write_text(text, encoding="utf-8")
         parsed = read_listings(path)
         assert parsed.errors == []
+        location = next(e for _, k, e in self.settings.export_targets() if k == market).options.get("location")
+        if location is not None:  # as `stockdrop market import-listings` reads it
+            parsed = parsed.kept_at(location)
         with self.sessions() as s, s.begin():
             import_listing_rows(s, get_market(s, "acme", market), parsed.rows, now=NOW, actor="test",
                                 locations=parsed.locations)
@@ -110,18 +114,19 @@ def test_a_shopify_market_is_sent_on_hand_at_the_location_stockdrop_keeps(  # ty
     if by_market:  # the query a big export takes: the market's rows, not IN lists
         monkeypatch.setattr(listing_details, "_BY_MARKET", 0)
     shop = make_shop(location="Warehouse East")
-    shop.import_listings("shop", EXPORT)  # the first market: its Available units become the stock
+    shop.import_listings("shop", EXPORT)  # the first market: its Available units at Warehouse East become the stock
     assert shop.locations("shop") == {"0017": ["Shop location", "Warehouse East"], "0018": ["Warehouse East"],
                                       "=CAP": ["Warehouse East"], "SHIRT-L": ["Shop location"]}
     exporter = shop.exporter("shop")
     [full] = exporter.export_now("acme/shop", "full")
     assert full.status == "delivered" and full.file_name.endswith(".csv")
-    # Every variant at Warehouse East only: the shop's rows are left out, so Shopify leaves them.
+    # Every variant at Warehouse East only: the shop's rows are left out, so Shopify leaves them, and
+    # their units are not Stockdrop's to offer again at Warehouse East.
     assert written(delivered(shop.tmp / "out-shop" / full.file_name)) == [
-        ("mug", "Blue", "", "0017", "Warehouse East", "4"),  # 4 available at the shop, -2 counted as 0
+        ("mug", "Blue", "", "0017", "Warehouse East", "0"),  # -2 there counted as 0; the shop's 4 stay the shop's
         ("mug", "Red", "", "0018", "Warehouse East", "3"),
         ("cap", "Default Title", "", "=CAP", "Warehouse East", "7"),  # uploaded, not opened: no apostrophe
-        ("shirt", "L", "Cotton", "SHIRT-L", "Warehouse East", "2"),
+        ("shirt", "L", "Cotton", "SHIRT-L", "Warehouse East", "0"),  # kept at the shop only: none here
     ]
     with shop.sessions() as s, s.begin():
         set_one(s, get_source(s, "acme", "wh"), "0018", 5, actor="test", now=NOW)  # a warehouse feed
@@ -133,7 +138,9 @@ def test_a_shopify_market_is_sent_on_hand_at_the_location_stockdrop_keeps(  # ty
 def test_a_shopify_market_without_a_location_names_the_skus_kept_at_several(make_shop) -> None:  # type: ignore[no-untyped-def]
     shop = make_shop()
     shop.import_listings("outlet", EXPORT)
-    with pytest.raises(ValueError, match="'0017' at Shop location, Warehouse East; set the option location"):
+    with pytest.raises(ExportError, match="market outlet: its shopify_inventory file cannot be written: SKU.s. "
+                                          "stocked at several Shopify locations: '0017' at Shop location, "
+                                          "Warehouse East; set the option location"):
         shop.exporter("outlet").export_now("acme/outlet", "full")
     assert not (shop.tmp / "out-outlet").exists() or list((shop.tmp / "out-outlet").iterdir()) == []
     # Once 0017 is kept at one location, each variant goes back where it came from.
@@ -151,6 +158,23 @@ def test_listings_from_a_file_that_is_not_a_shopify_export_are_named_at_export_t
     shop.import_listings("shop", "sku,quantity\n0017,1\n0099,2\n")  # a generic file keeps what 0017 had
     assert shop.locations("shop")["0017"] == ["Shop location", "Warehouse East"]
     assert shop.locations("shop")["0099"] == []
-    with pytest.raises(ValueError, match=r"no location for SKU\(s\) '0099': import the market's listings from a "
+    with pytest.raises(ExportError, match=r"no location for SKU\(s\) '0099': import the market's listings from a "
                                          "Shopify inventory export"):
         shop.exporter("shop").export_now("acme/shop", "full")
+
+
+def test_a_shopify_export_read_for_one_location_counts_only_what_is_there(tmp_path: Path) -> None:
+    path = tmp_path / "inventory_export.csv"
+    path.write_text(EXPORT, encoding="utf-8")
+    parsed = read_listings(path)
+    assert parsed.rows == [("0017", 4), ("0018", 3), ("=CAP", 7), ("SHIRT-L", 2)]  # every location summed
+    kept = parsed.kept_at("Warehouse East")
+    assert kept.rows == [("0017", 0), ("0018", 3), ("=CAP", 7), ("SHIRT-L", 0)]
+    assert kept.locations == parsed.locations  # every location is still written back where it was
+    assert "1 variant(s) not stocked there count 0" in kept.warnings[-1]
+    with pytest.raises(FeedError, match="no row of the file is at the Shopify location 'Warehouse West'.*"
+                                        "'Shop location', 'Warehouse East'"):
+        parsed.kept_at("Warehouse West")
+    generic = tmp_path / "generic.csv"
+    generic.write_text("sku,quantity\n0017,2\n")
+    assert read_listings(generic).kept_at("Warehouse East").rows == [("0017", 2)]  # no locations to narrow to
