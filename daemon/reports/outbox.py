@@ -96,6 +96,7 @@ class Outcome:
     status: str  # sent, failed, or pending (deferred, or stopped between tries)
     attempts: int
     error: str | None = None
+    holds_queue: bool = False  # pending for a reason the mails behind it share (the server down, a stop)
 
 
 class Mailer:
@@ -120,8 +121,11 @@ class Mailer:
     def send_pending(self) -> list[Outcome]:
         """One pass over the outbox, oldest first, on the leader only.
 
-        Stops at the first mail the server deferred: the ones behind it
-        would wait the same, and the next pass comes soon.
+        Stops at the first mail that could not go for a reason the ones
+        behind it share (the server down, a refused login): they would wait
+        the same, and the next pass comes soon. A mail the server deferred
+        on its own account (a recipient's full mailbox, greylisting) holds
+        up no other.
         """
         if not self._leads():
             return []
@@ -133,7 +137,7 @@ class Mailer:
             if outcome is None:
                 continue
             done.append(outcome)
-            if outcome.status == db_email.PENDING:
+            if outcome.holds_queue:
                 break
         return done
 
@@ -168,11 +172,11 @@ class Mailer:
         except Stopping:
             with self._sessions() as session, session.begin():
                 db_email.release(session, email_id)
-            return Outcome(email_id, db_email.PENDING, tries)
+            return Outcome(email_id, db_email.PENDING, tries, holds_queue=True)
         except MailDeferred as exc:
             self._record(email_id, str(exc))
             log.warning("email_deferred", email_id=email_id, message_id=message_id, attempts=tries, error=str(exc))
-            return Outcome(email_id, db_email.PENDING, tries, str(exc))
+            return Outcome(email_id, db_email.PENDING, tries, str(exc), holds_queue=not exc.this_message)
         except MailRefused as exc:
             self._record(email_id, str(exc), permanent=True)
             log.error("email_refused", email_id=email_id, message_id=message_id, error=str(exc))

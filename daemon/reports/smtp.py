@@ -22,7 +22,17 @@ from daemon.settings import SmtpSettings
 
 
 class MailDeferred(TransientError):
-    """The server did not take the message this time; try again later."""
+    """The server did not take the message this time; try again later.
+
+    ``this_message``: the server is up and deferred this message (a 4xx to
+    its recipients, sender or data: a full mailbox, greylisting), so the
+    mails behind it may still go; otherwise (down, a timeout, a refused
+    login, a 421 closing the channel) no other mail would fare better now.
+    """
+
+    def __init__(self, message: str, *, this_message: bool = False) -> None:
+        super().__init__(message)
+        self.this_message = this_message
 
 
 class MailRefused(StockdropError):
@@ -68,7 +78,7 @@ class SmtpClient:
             detail = "; ".join(f"{rcpt}: {reply}" for rcpt, reply in replies.items())
             if all(code >= 500 for code, _ in exc.recipients.values()):
                 raise MailRefused(f"every recipient refused: {detail}") from None
-            raise MailDeferred(f"recipients deferred: {detail}") from None
+            raise MailDeferred(f"recipients deferred: {detail}", this_message=True) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise MailDeferred(f"login refused by {self.describe()}: {_reply(exc.smtp_code, exc.smtp_error)}") \
                 from None
@@ -76,7 +86,7 @@ class SmtpClient:
             reply = _reply(exc.smtp_code, exc.smtp_error)
             if 500 <= exc.smtp_code < 600:
                 raise MailRefused(f"refused by {self.describe()}: {reply}") from None
-            raise MailDeferred(f"deferred by {self.describe()}: {reply}") from None
+            raise MailDeferred(f"deferred by {self.describe()}: {reply}", this_message=exc.smtp_code != 421) from None
         except (smtplib.SMTPException, OSError) as exc:  # down, refused, timed out, TLS, cut off
             raise MailDeferred(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
         return Accepted({rcpt: _reply(code, msg) for rcpt, (code, msg) in refused.items()})

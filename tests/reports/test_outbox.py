@@ -125,6 +125,32 @@ def test_a_temporary_refusal_is_retried_with_backoff(
     assert row(sessions, email_id).status == "sent"
 
 
+def test_a_mail_the_server_defers_on_its_own_account_holds_up_no_other(
+        sessions: sessionmaker[Session], start_smtp: Callable[..., SmtpServer]) -> None:
+    server = start_smtp()
+    server.inbox.replies.extend(["452 4.2.2 Mailbox full", "452 4.2.2 Mailbox full"])  # both tries of the first
+    full_id, _ = write_mail(sessions, server.settings(), subject="to a full mailbox")
+    later_id, _ = write_mail(sessions, server.settings(), subject="the next one")
+    done = Mailer(sessions, server.settings(), node="n1", sleep=no_wait).send_pending()
+    assert [(d.email_id, d.status, d.attempts) for d in done] == [(full_id, "pending", 2), (later_id, "sent", 1)]
+    assert [r.message["Subject"] for r in server.inbox.received] == ["the next one"]
+    assert "452 4.2.2 Mailbox full" in (row(sessions, full_id).last_error or "")
+    # The mailbox has room again: the next pass sends it, once.
+    assert [(d.email_id, d.status) for d in Mailer(sessions, server.settings(), node="n1").send_pending()] == [
+        (full_id, "sent")]
+    assert [r.message["Subject"] for r in server.inbox.received] == ["the next one", "to a full mailbox"]
+
+
+def test_a_server_that_is_down_holds_the_queue_until_it_is_back(
+        sessions: sessionmaker[Session], start_smtp: Callable[..., SmtpServer]) -> None:
+    smtp = SmtpSettings(host="127.0.0.1", port=free_port(), security="none", from_address="stockdrop@example.com",
+                        timeout_seconds=5, tries=1, retry_max_seconds=1)
+    first_id, _ = write_mail(sessions, smtp)
+    write_mail(sessions, smtp, subject="the next one")
+    done = Mailer(sessions, smtp, node="n1", sleep=no_wait).send_pending()
+    assert [(d.email_id, d.status) for d in done] == [(first_id, "pending")]  # the next one was not tried
+
+
 def test_a_permanent_refusal_is_recorded_and_never_tried_again(
         sessions: sessionmaker[Session], start_smtp: Callable[..., SmtpServer]) -> None:
     server = start_smtp()
