@@ -153,6 +153,30 @@ def test_the_table_and_json_stay_as_they_were(config: Path, seeded: list[dict[st
     assert [u["id"] for u in limited] == [u["id"] for u in seeded[:2]]
 
 
+def test_history_fix_writes_the_quick_fix_file_and_it_applies_once_corrected(
+        config: Path, tmp_path: Path, capsys: Capsys) -> None:
+    folder = tmp_path / "files"
+    folder.mkdir()
+    first = upload(capsys, config, folder, "levels.csv", "sku,quantity\nA,1\nB,oops\nC,-2\n")
+    assert first["status"] == "applied_with_errors"
+    out = tmp_path / "fix.csv"
+    result = run_cli(capsys, "-c", config, "history", "fix", str(first["upload_id"]), "-o", out)
+    assert result.code == 0, result.err
+    assert f"2 row(s) of upload {first['upload_id']}" in result.out
+    assert f"stockdrop upload {out} --source wh1" in result.out
+    assert out.read_text(encoding="utf-8") == "sku,quantity\nB,oops\nC,-2\n"
+    out.write_text("sku,quantity\nB,4\nC,2\n", encoding="utf-8")
+    again = run_cli(capsys, "-c", config, "upload", out, "--source", "wh1", "--json").json()
+    assert again["status"] == "applied" and again["applied"] == 2
+    stock = run_cli(capsys, "-c", config, "inventory", "--json").json()["inventory"]
+    assert {r["sku"]: r["quantity"] for r in stock} == {"A": 1, "B": 4, "C": 2}
+
+    none = run_cli(capsys, "-c", config, "history", "fix", str(again["upload_id"]))
+    assert none.code == exitcodes.FAILURE and "has no failed rows" in none.err
+    missing = run_cli(capsys, "-c", config, "history", "fix", "999")
+    assert missing.code == exitcodes.FAILURE and "no upload with id 999" in missing.err
+
+
 def a_row(number: int) -> HistoryRow:
     at = datetime(2026, 5, 1, tzinfo=UTC) + timedelta(seconds=number)
     return HistoryRow(id=number, merchant="acme", source="wh1", kind="feed", original_name=f"=f{number}.csv",

@@ -258,6 +258,29 @@ def history_reject(app: App, upload_id: int, as_json: bool) -> None:
     _print_outcome(outcome, as_json)
 
 
+@history.command("fix")
+@click.argument("upload_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default: its own name, in the current folder).")
+@click.pass_obj
+def history_fix(app: App, upload_id: int, output: Path | None) -> None:
+    """Write an upload's quick-fix file: its failed rows in the file's own format, to correct and send again."""
+    from daemon.reports import quickfix
+
+    with app.transaction() as session:
+        fix = quickfix.build(session, upload_id)
+        source = uploads.show(session, upload_id)[0].source
+    target = output or Path(fix.name)
+
+    def write(tmp: Path) -> int:
+        tmp.write_bytes(fix.data)
+        return fix.rows
+
+    _write_file(target, write)
+    click.echo(f"wrote {target}: {fix.rows} row(s) of upload {upload_id} to correct; then send it again "
+               f"(`stockdrop upload {target} --source {source}`)")
+
+
 @click.command("template")
 @click.option("--source", required=True, help="The inventory source.")
 @click.option("--merchant", help="Needed when several merchants are configured.")
