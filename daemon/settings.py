@@ -614,6 +614,22 @@ class Settings(_Model):
         return self.source_folder(merchant, source) / "statuses"
 
 
+_SESSION_KEY = "stockdrop.settings"
+
+
+def session_info(settings: Settings) -> dict[str, Any]:
+    """What the daemon's and the CLI's sessions carry in ``Session.info``
+    (``db.engine.session_factory(engine, info=...)``): code handed only a
+    session, such as the digest's quick-fix file, finds the settings there."""
+    return {_SESSION_KEY: settings}
+
+
+def settings_of(info: Mapping[str, Any]) -> Settings | None:
+    """The settings a session was made with (``session_info``), if any."""
+    found = info.get(_SESSION_KEY)
+    return found if isinstance(found, Settings) else None
+
+
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
     """``-c/--config``, then ``$STOCKDROP_CONFIG``, then ``./stockdrop.toml``."""
     if explicit:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import migrate
 from daemon.db.engine import make_engine, session_factory
-from daemon.settings import Settings, load_settings
+from daemon.settings import Settings, load_settings, session_info
 
 
 class App:
@@ -46,7 +46,7 @@ class App:
         """Sessions on a database whose schema is the code's (else a ``UserError``)."""
         if self._sessions is None:
             migrate.require_head(self.engine)
-            self._sessions = session_factory(self.engine)
+            self._sessions = session_factory(self.engine, info=session_info(self.settings))
         return self._sessions
 
     @contextmanager

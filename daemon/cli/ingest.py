@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -116,8 +119,21 @@ def _since(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise UserError(f"--since: not an ISO date or time: {value!r}") from None
+        raise UserError(f"--since: not an ISO date or time: {value!r}; give a date (2026-05-01) or a "
+                        "time (2026-05-01T08:00, UTC unless it names its zone: 2026-05-01T08:00+02:00)"
+                        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _write_file(path: Path, write: Callable[[Path], int]) -> int:
+    """``write`` into a temporary name beside ``path``, then rename: no half-written file is left."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        count = write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
 
 
 @click.group(invoke_without_command=True)
@@ -125,19 +141,34 @@ def _since(value: str | None) -> datetime | None:
 @click.option("--market", help="Only this market's order and cancellation files.")
 @click.option("--merchant", help="Only this merchant.")
 @click.option("--status", type=click.Choice([s.value for s in UploadStatus]), help="Only this outcome.")
-@click.option("--since", help="Only uploads received at or after this ISO time (UTC if no zone).")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--since", help="Only uploads received at or after this ISO date or time (UTC if no zone).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="At most this many uploads, newest first  [default: 100; every one with --format]")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default=None,
+              help="The history as a spreadsheet (default with -o: from its extension, else csv).")
+@click.option("-o", "--output", help="The spreadsheet's file; CSV goes to stdout without it (or with -o -).")
 @click.option("--json", "as_json", is_flag=True, help='{"uploads": [{id, merchant, source, ...}]}')
 @click.pass_context
 def history(ctx: click.Context, source: str | None, market: str | None, merchant: str | None,
-            status: str | None, since: str | None, limit: int, as_json: bool) -> None:
+            status: str | None, since: str | None, limit: int | None, fmt: str | None,
+            output: str | None, as_json: bool) -> None:
     """The upload history, newest first: feeds, and markets' order and cancellation files."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
+    if output is not None and fmt is None:
+        fmt = "xlsx" if output.lower().endswith((".xlsx", ".xlsm")) else "csv"
+    if fmt is not None:
+        if as_json:
+            raise click.UsageError("--json and --format are two different outputs: choose one")
+        if fmt == "xlsx" and output in (None, "-"):
+            raise click.UsageError("--format xlsx needs -o FILE: a workbook is not written to a terminal")
+        _export(app, fmt, output, limit, merchant=merchant, source=source, market=market, status=status,
+                since=_since(since))
+        return
     with app.transaction() as session:
         rows = uploads.history(session, merchant=merchant, source=source, market=market, status=status,
-                               since=_since(since), limit=limit)
+                               since=_since(since), limit=limit or 100)
     if as_json:
         emit_json({"uploads": rows})
         return
@@ -145,6 +176,28 @@ def history(ctx: click.Context, source: str | None, market: str | None, merchant
             f"{r.applied}/{r.rows}", str(r.errors), (r.message or "")[:60]] for r in rows],
           ["ID", "RECEIVED (UTC)", "SOURCE", "FILE", "VIA", "STATUS", "APPLIED/ROWS", "ERRORS",
            "MESSAGE"])
+
+
+def _export(app: App, fmt: str, output: str | None, limit: int | None, **filters: Any) -> None:
+    """The history as CSV or XLSX, streamed from the database into the file."""
+    from daemon.reports import history_file
+
+    with app.transaction() as session:
+        rows = uploads.iter_history(session, limit=limit, **filters)
+        if output in (None, "-"):
+            history_file.write_csv(rows, sys.stdout)
+            return
+        target = Path(output)
+        if fmt == "xlsx":
+            count = _write_file(target, lambda tmp: history_file.write_xlsx(rows, tmp))
+        else:
+            def write_csv(tmp: Path) -> int:
+                # With a BOM, so a spreadsheet opens accented file names as they are.
+                with open(tmp, "w", newline="", encoding="utf-8-sig") as out:
+                    return history_file.write_csv(rows, out)
+
+            count = _write_file(target, write_csv)
+    click.echo(f"wrote {target} with {count} upload(s)")
 
 
 @history.command("show")
@@ -203,6 +256,29 @@ def history_reject(app: App, upload_id: int, as_json: bool) -> None:
     outcome = held.reject(pipeline.sessions, pipeline.dirs, pipeline.book, upload_id,
                           actor=f"cli:{getpass.getuser()}")
     _print_outcome(outcome, as_json)
+
+
+@history.command("fix")
+@click.argument("upload_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default: its own name, in the current folder).")
+@click.pass_obj
+def history_fix(app: App, upload_id: int, output: Path | None) -> None:
+    """Write an upload's quick-fix file: its failed rows in the file's own format, to correct and send again."""
+    from daemon.reports import quickfix
+
+    with app.transaction() as session:
+        fix = quickfix.build(session, upload_id)
+        source = uploads.show(session, upload_id)[0].source
+    target = output or Path(fix.name)
+
+    def write(tmp: Path) -> int:
+        tmp.write_bytes(fix.data)
+        return fix.rows
+
+    _write_file(target, write)
+    click.echo(f"wrote {target}: {fix.rows} row(s) of upload {upload_id} to correct; then send it again "
+               f"(`stockdrop upload {target} --source {source}`)")
 
 
 @click.command("template")

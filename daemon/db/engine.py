@@ -10,6 +10,7 @@ commit wait for the disk (``synchronous=FULL``; on PostgreSQL
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -88,5 +89,6 @@ def driver_connection(session: Session) -> Any:
     return conn
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, *, info: Mapping[str, Any] | None = None) -> sessionmaker[Session]:
+    """Sessions on ``engine``; each starts with a copy of ``info`` as its ``Session.info``."""
+    return sessionmaker(engine, expire_on_commit=False, info=dict(info or {}))

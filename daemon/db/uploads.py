@@ -9,8 +9,8 @@ final one are the domain's (``daemon.inventory.uploads``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TypeVar
 
@@ -263,10 +263,27 @@ def _owned(query: SelectT) -> SelectT:
 def history(
     session: Session, *, merchant: str | None = None, source: str | None = None,
     market: str | None = None, status: str | None = None, since: datetime | None = None,
-    limit: int = 100,
+    limit: int | None = 100,
 ) -> list[HistoryRow]:
-    query = _owned(select(Upload, Merchant.name, Source.name, MarketRecord.name)).order_by(
-        Upload.id.desc()).limit(limit)
+    return list(iter_history(session, merchant=merchant, source=source, market=market, status=status,
+                             since=since, limit=limit))
+
+
+_HISTORY_COLUMNS = tuple(getattr(Upload, f.name) for f in fields(HistoryRow)
+                         if f.name not in ("merchant", "source"))
+
+
+def iter_history(
+    session: Session, *, merchant: str | None = None, source: str | None = None,
+    market: str | None = None, status: str | None = None, since: datetime | None = None,
+    limit: int | None = None, batch: int = 1000,
+) -> Iterator[HistoryRow]:
+    """The history newest first, read ``batch`` rows at a time (a server-side cursor on
+    PostgreSQL), so a history of millions of uploads is written out in constant memory."""
+    query = _owned(select(Merchant.name, Source.name, MarketRecord.name, *_HISTORY_COLUMNS)).order_by(
+        Upload.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
     if merchant:
         query = query.where(Merchant.name == merchant)
     if source:
@@ -277,7 +294,12 @@ def history(
         query = query.where(Upload.status == status)
     if since:
         query = query.where(Upload.received_at >= since)
-    return [_history_row(u, m, s, mk) for u, m, s, mk in session.execute(query)]
+    names = [c.key for c in _HISTORY_COLUMNS]
+    for merchant_name, source_name, market_name, *values in session.execute(
+            query.execution_options(yield_per=batch)):
+        yield HistoryRow(merchant=merchant_name,
+                         source=source_name if source_name is not None else f"market:{market_name}",
+                         **dict(zip(names, values, strict=True)))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ patterns, are built from ``_TRIGGERS``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -46,6 +48,7 @@ def escape_text_columns(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
     A column of a million cells rarely has one to escape: a comparison per
     cell rules most columns out, and only the cells found are rewritten.
     """
+    import polars as pl  # here, not at the top: writers without polars need only escape_cell
     low = frame.select([(pl.col(n) < _ABOVE_TRIGGERS).any() for n in names]).row(0)
     suspect = [n for n, hit in zip(names, low, strict=True) if hit]
     if not suspect:
@@ -66,6 +69,7 @@ def unescape_text_columns(frame: pl.DataFrame, *names: str) -> pl.DataFrame:
     Most files have none: one pattern check per column, and the frame is
     only copied when a column holds one.
     """
+    import polars as pl
     found = frame.select([pl.col(n).str.contains(UNESCAPE_PATTERN).any() for n in names]).row(0)
     hit = [n for n, any_ in zip(names, found, strict=True) if any_]
     if not hit:

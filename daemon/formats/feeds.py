@@ -61,9 +61,14 @@ class ParsedFeed:
 _XLSX_SUFFIXES = {".xlsx", ".xlsm"}
 
 
+def is_workbook(raw: bytes, name: str) -> bool:
+    """Whether a feed is read as an XLSX workbook: by its bytes, or by its name."""
+    return xlsx.is_zip(raw) or xlsx.is_cfb(raw) or Path(name).suffix.lower() in _XLSX_SUFFIXES
+
+
 def parse_feed(path: Path, options: ParseOptions) -> ParsedFeed:
     raw = Path(path).read_bytes()
-    if xlsx.is_zip(raw) or xlsx.is_cfb(raw) or Path(path).suffix.lower() in _XLSX_SUFFIXES:
+    if is_workbook(raw, str(path)):
         if not raw:
             raise FeedError("the file is empty")
         table, source = _read_xlsx(raw, options)
@@ -110,16 +115,35 @@ class _Source:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_text(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source]:
+@dataclass
+class TextCells:
+    """A delimited file's fields as the parser reads them: the header row first, then each
+    record, whose row number is ``layout.header_line`` plus its place after the header."""
+
+    table: pl.DataFrame  # every field as text (empty is null), columns c0..cN, then the spare
+    spare: str | None  # the column catching a field beyond the header, if any row has one
+    layout: layout.Layout
+    decoded: decoding.Decoded
+
+
+def read_text_cells(raw: bytes, options: ParseOptions) -> TextCells:
+    """The fields of a delimited feed, untrimmed, numbered as ``parse_feed`` numbers its rows
+    (for the quick-fix file, which writes chosen rows back as they were)."""
     decoded = decoding.decode(raw)
     if not decoded.data or decoded.data.isspace():  # not .strip(): that copies the whole file
         raise FeedError("the file is empty")
     heads.check_mapping(options.columns)
     found = layout.find_layout(decoded.data, options.columns)
     table, spare = _read_delimited(decoded.data[found.header_offset:], found.delimiter, found.width)
+    return TextCells(table, spare, found, decoded)
+
+
+def _read_text(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source]:
+    cells = read_text_cells(raw, options)
+    table, found, decoded = cells.table, cells.layout, cells.decoded
     header = _header(table.row(0) if table.height else ())
     return table.slice(1), _Source(
-        header, found.header_line + 1, spare=spare, semicolon=found.delimiter == ";",
+        header, found.header_line + 1, spare=cells.spare, semicolon=found.delimiter == ";",
         encoding=decoded.encoding, delimiter=found.delimiter, warnings=decoded.warnings,
     )
 
@@ -149,6 +173,14 @@ def _read_delimited(data: bytes, delimiter: str, width: int) -> tuple[pl.DataFra
     except pl.exceptions.PolarsError as exc:
         raise FeedError(f"the file cannot be read as delimited text: {str(exc).splitlines()[0]}") from None
     return table, table.columns[-1]
+
+
+def xlsx_header(raw: bytes, options: ParseOptions) -> tuple[str, int]:
+    """The sheet a workbook feed is read from and the sheet row of its header, as
+    ``parse_feed`` finds them: its row errors name the sheet rows after it."""
+    _, source = _read_xlsx(raw, options)
+    assert source.sheet is not None
+    return source.sheet, source.first_row - 1
 
 
 def _read_xlsx(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source]:

@@ -28,13 +28,13 @@ from daemon.reports.alerts import alerts_for
 from daemon.reports.outbox import MailService
 from daemon.runtime.lifecycle import Runtime, install_signal_handlers
 from daemon.runtime.schedule import Scheduler, Stopped
-from daemon.settings import Settings
+from daemon.settings import Settings, session_info
 
 log = get_logger(__name__)
 
 
 def build_services(settings: Settings, engine: Engine) -> list[Any]:
-    sessions = session_factory(engine)
+    sessions = session_factory(engine, info=session_info(settings))
     for attempt in (1, 2):
         try:
             with sessions() as session, session.begin():

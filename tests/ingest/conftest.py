@@ -23,7 +23,7 @@ from daemon.ingest.contained import ParserPool
 from daemon.ingest.outcomes import Outcome
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
-from daemon.settings import Settings, parse_settings
+from daemon.settings import Settings, parse_settings, session_info
 from tests.conftest import Database
 
 
@@ -120,7 +120,7 @@ def make_env(database: Database, tmp_path: Path, parsers: ParserPool) -> Iterato
         if node is not None:
             raw["node_id"], raw["data_dir"] = node, f"data-{node}"
         settings = parse_settings(raw, base=tmp_path)
-        sessions = session_factory(engine or database.engine)
+        sessions = session_factory(engine or database.engine, info=session_info(settings))
         with sessions() as s, s.begin():
             sync_config(s, settings, datetime.now(UTC))
             sync_markets(s, settings, datetime.now(UTC))
