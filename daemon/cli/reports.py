@@ -1,4 +1,7 @@
-"""Email commands: outbox (every alert and digest, and what became of it); report send / preview."""
+"""Email commands: outbox (every alert and digest, and what became of it); report send / preview.
+
+The outbox listing is read-only and must start fast: the digest's modules
+(and what they import) load only when a ``report`` command runs."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import click
 from daemon import exitcodes
 from daemon.cli.app import App, emit_json, fmt_time, table
 from daemon.db import email as db_email
-from daemon.db.sync import sync_with_config
 from daemon.errors import UserError
 
 
@@ -73,6 +75,7 @@ def send(app: App, merchant: str | None, since: str | None, as_json: bool) -> No
     """Write a digest up to now into the outbox and send it now; exit 9 unless every mail was sent.
 
     The scheduled digest is not moved: it still covers its whole day."""
+    from daemon.db.sync import sync_with_config
     from daemon.reports.digest import Digests
     from daemon.reports.outbox import Mailer
 
@@ -118,6 +121,7 @@ def send(app: App, merchant: str | None, since: str | None, as_json: bool) -> No
 def preview(app: App, merchant: str | None, source: str | None, since: str | None, fmt: str,
             output: str | None) -> None:
     """Render the digest that `report send` would write now; nothing is written or sent."""
+    from daemon.db.sync import sync_with_config
     from daemon.reports import render
     from daemon.reports.digest import Digests
 

@@ -272,8 +272,9 @@ class DigestService:
 
     name = "digest"
 
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings, *, leads: Callable[[], bool]) -> None:
-        self.digests = Digests(sessions, settings, leads=leads)
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, *, leads: Callable[[], bool],
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.digests = Digests(sessions, settings, leads=leads, now=now)
         self._loop = Periodic("digest", settings.reports.check_seconds, self.digests.write_due)
 
     def start(self) -> None:

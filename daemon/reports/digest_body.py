@@ -65,7 +65,8 @@ def _actions(summary: Summary, head: Heading) -> list[render.Block]:
                                   "that was.")]
     for a in summary.actions:
         status = a.status.replace("_", " ")
-        out += [render.Para(f"Upload {a.upload_id}: {a.name} ({a.owner}), {status}", strong=True),
+        tone = "warn" if a.status == "applied_with_errors" else "bad"
+        out += [render.Para(f"Upload {a.upload_id}: {a.name} ({a.owner}), {status}", strong=True, tone=tone),
                 render.Facts([("Why", a.why), ("What to do", a.todo), ("Received", head.when(a.received_at))]),
                 render.Commands([(c, _COMMAND_SAYS[c.split()[2]]) for c in a.commands])]
     return out

@@ -17,10 +17,14 @@ _CELL = "padding:3px 12px 3px 0;vertical-align:top"
 _GRID = "border:1px solid #d0d7de;padding:4px 8px;vertical-align:top"
 
 
+_TONES = {"": "", "bad": ";color:#cf222e", "warn": ";color:#9a6700"}
+
+
 @dataclass(frozen=True)
 class Para:
     text: str
     strong: bool = False
+    tone: str = ""  # "bad" (red) or "warn" (amber) in HTML: what needs a person stands out
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,9 @@ def page(body: Body) -> str:
     for block in body.blocks:
         if isinstance(block, Para):
             inner = f"<strong>{_e(block.text)}</strong>" if block.strong else _e(block.text)
-            parts.append(f'<p style="margin:0 0 12px 0">{inner}</p>')
+            parts.append(f'<p style="margin:0 0 12px 0{_TONES[block.tone]}">{inner}</p>')
         elif isinstance(block, Facts):
-            rows = "".join(f'<tr><td style="{_CELL};color:#57606a">{_e(label)}</td>'
+            rows = "".join(f'<tr><td style="{_CELL};color:#57606a;white-space:nowrap">{_e(label)}</td>'
                            f'<td style="{_CELL}">{_e(value)}</td></tr>' for label, value in block.rows)
             parts.append(f'<table role="presentation" style="border-collapse:collapse;margin:0 0 12px 0">'
                          f"{rows}</table>")

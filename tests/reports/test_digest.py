@@ -82,6 +82,10 @@ def test_a_seeded_day_is_counted_number_by_number_and_mailed_with_both_parts_and
 
     assert [(w.recipients, w.new) for w in written] == [(["buyer@acme.example"], True), (["ops@3pl.example"], True)]
     assert world.mark() is None  # a digest by hand does not move the schedule
+    # The same period and recipients again: the same digest, already in the outbox.
+    again = world.digests().write_now(world.settings.merchants[0], since=start)
+    assert [(a.email_id, a.new) for a in again] == [(w.email_id, False) for w in written]
+    assert len(world.outbox()) == 2
     assert [o.status for o in world.mailer.send_pending()] == ["sent", "sent"]
     merchant, wh3 = server.inbox.received
     assert merchant.rcpt_tos == ["buyer@acme.example"] and wh3.rcpt_tos == ["ops@3pl.example"]
