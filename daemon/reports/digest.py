@@ -232,8 +232,9 @@ class Digests:
     # --- by hand ----------------------------------------------------------------------------
 
     def span_for(self, session: Session, merchant_id: int, since: datetime | None) -> period.Period:
-        now = self._now().replace(microsecond=0)
-        return period.manual(now, since=since, covered_until=db_digests.covered_until(session, merchant_id))
+        # Not rounded down: a file received in this very second belongs to it. Its keys name the
+        # second, so a second send within it is the same digest (already written).
+        return period.manual(self._now(), since=since, covered_until=db_digests.covered_until(session, merchant_id))
 
     def write_now(self, merchant: MerchantSettings, *, since: datetime | None) -> list[Written]:
         """``report send``: a digest of ``[since, now)`` into the outbox; the watermark stays."""

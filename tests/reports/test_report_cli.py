@@ -41,7 +41,8 @@ def seeded(tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str
     for name, content in (("good.csv", "sku,quantity\nA1,5\nA2,6\n"), ("mixed.csv", "sku,quantity\nA1,7\nA3,oops\n"),
                           ("bad <1>.csv", "sku,quantity\nX,lots\n")):
         (tmp_path / name).write_text(content)
-        cli("upload", tmp_path / name, "--source", "wh1")
+        done = cli("upload", tmp_path / name, "--source", "wh1")
+        assert done.code == (7 if name.startswith("bad") else 0), (name, done)
     return cli
 
 
