@@ -11,4 +11,4 @@ FORCED = 5  # a second signal forced the stop
 CONFIG = 6  # the configuration is invalid; nothing was started
 REJECTED = 7  # `upload`: the file was rejected or held
 DB_NOT_READY = 8  # the database needs `stockdrop db upgrade`, or is unreachable
-NOT_DELIVERED = 9  # `export`: a delivery did not succeed this time (it stays owed and is retried)
+NOT_DELIVERED = 9  # `export`, `orders export`, `report send`: a delivery did not succeed this time (it stays owed and is retried)

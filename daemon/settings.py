@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from daemon.errors import ConfigError, NotFound, UserError
 from daemon.inventory.allocation import MERCHANT_FULFILLED
+from daemon.reports.period import parse_at
 
 CONFIG_ENV = "STOCKDROP_CONFIG"
 DEFAULT_CONFIG_NAME = "stockdrop.toml"
@@ -362,6 +363,10 @@ class MerchantSettings(_Model):
     name: Name
     timezone: str = "UTC"
     report_recipients: list[str] = Field(default_factory=list)
+    # The digest's time of day in this merchant's time zone, and whether it
+    # attaches the rejected rows as XLSX too; None: the [reports] value.
+    digest_at: str | None = None
+    attach_xlsx: bool | None = None
     sources: list[SourceSettings] = Field(default_factory=list)
     markets: list[MarketSettings] = Field(default_factory=list)
     restock_window_days: int = Field(default=14, ge=0)
@@ -382,6 +387,13 @@ class MerchantSettings(_Model):
         _check_emails(value)
         return value
 
+    @field_validator("digest_at")
+    @classmethod
+    def _time_of_day(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_at(value)
+        return value
+
     @model_validator(mode="after")
     def _unique_names(self) -> MerchantSettings:
         _no_duplicates([s.name for s in self.sources], "source")
@@ -395,6 +407,12 @@ class MerchantSettings(_Model):
                     raise ValueError(f"sources[{source.name}].feed.location_map: {location!r} maps to "
                                      f"{target!r}, which is not a source of this merchant")
         return self
+
+    def digest_time(self, reports: ReportSettings) -> str:
+        return self.digest_at or reports.digest_at
+
+    def digest_xlsx(self, reports: ReportSettings) -> bool:
+        return reports.attach_xlsx if self.attach_xlsx is None else self.attach_xlsx
 
     def all_sources(self) -> list[SourceSettings]:
         """The configured sources plus the default merchant-fulfilled one."""
@@ -544,6 +562,25 @@ class AlertSettings(_Model):
     coalesce_seconds: float = Field(default=900.0, ge=0)
 
 
+class ReportSettings(_Model):
+    """The upload-history digest mailed to each merchant (``[reports]``); it needs ``[smtp]``."""
+
+    digest: bool = True  # false: no digest is written on a schedule (``report send`` still works)
+    # Daily, at this time of day in each merchant's time zone (a merchant's
+    # own ``digest_at`` replaces it). Each digest covers everything since the last.
+    digest_at: str = "07:00"
+    attach_xlsx: bool = False  # the rejected rows as XLSX beside the CSV
+    # At most this many rejected rows are attached; the digest says how many more.
+    max_attached_rows: int = Field(default=10_000, ge=1)
+    check_seconds: float = Field(default=60.0, gt=0)  # how often the leader looks whether a digest is due
+
+    @field_validator("digest_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        parse_at(value)
+        return value
+
+
 class Settings(_Model):
     config_path: Path | None = None
     data_dir: Path = Path("data")
@@ -556,6 +593,7 @@ class Settings(_Model):
     merchants: list[MerchantSettings] = Field(default_factory=list)
     smtp: SmtpSettings | None = None  # no [smtp]: no mail is written or sent
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
 
     @model_validator(mode="after")
     def _unique_merchants(self) -> Settings:

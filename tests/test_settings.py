@@ -183,3 +183,16 @@ def test_a_source_may_send_its_reports_to_recipients_of_its_own(tmp_path: Path) 
     problems = problems_of({"merchants": [{"name": "m", "sources": [
         {"name": "wh", "report_recipients": ["a@b.com, evil@x.com"]}]}]}, tmp_path)
     assert "not an email address" in problems["merchants[0].sources[0].report_recipients"]
+
+
+def test_the_digest_time_and_xlsx_come_from_reports_unless_the_merchant_says_otherwise(tmp_path: Path) -> None:
+    s = parse_settings({"reports": {"digest_at": "06:30", "attach_xlsx": True}, "merchants": [
+        {"name": "a"}, {"name": "b", "digest_at": "18:05", "attach_xlsx": False}]}, base=tmp_path)
+    a, b = s.merchants
+    assert (a.digest_time(s.reports), a.digest_xlsx(s.reports)) == ("06:30", True)
+    assert (b.digest_time(s.reports), b.digest_xlsx(s.reports)) == ("18:05", False)
+    assert parse_settings({}, base=tmp_path).reports.digest_at == "07:00"
+    problems = problems_of({"reports": {"digest_at": "7am"}, "merchants": [{"name": "m", "digest_at": "25:00"}]},
+                           tmp_path)
+    assert "is not a time of day as HH:MM" in problems["reports.digest_at"]
+    assert "is not a time of day as HH:MM" in problems["merchants[0].digest_at"]

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("exports", "export", "Send MARKET its delta now (or its full feed with --full), after any delivery still owed to it."),
     "exports": ("exports", "exports", "The exports outbox, newest first: delivered, owed, failing."),
     "outbox": ("reports", "outbox", "The email outbox, newest first: pending, sent, failed (refused for good), coalesced (held back)."),
+    "report": ("reports", "report", "Upload-history digests: send one now, or preview it without sending."),
     "user": ("users", "user", "Logins for the FTP and SFTP endpoints, each jailed to one source's folder."),
     "sftp": ("users", "sftp", "The hosted SFTP endpoint."),
 }

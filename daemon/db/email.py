@@ -134,3 +134,12 @@ def list_emails(session: Session, *, status: str | None = None, kind: str | None
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(EmailRecord.status, func.count()).group_by(EmailRecord.status))
     return {status: count for status, count in rows.all()}
+
+
+def get_row(session: Session, email_id: int) -> EmailRow:
+    """One mail of the outbox, as ``list_emails`` shows it."""
+    query = (select(EmailRecord, Merchant.name).outerjoin(Merchant, Merchant.id == EmailRecord.merchant_id)
+             .where(EmailRecord.id == email_id))
+    r, merchant = session.execute(query).one()
+    return EmailRow(r.id, r.kind, merchant, [a for a in r.recipients.split(",") if a], r.subject, r.status,
+                    r.attempts, r.last_error, r.message_id, r.created_at, r.sent_at)

@@ -589,3 +589,21 @@ class OrderExportRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DigestMark(Base):
+    """How far a merchant's scheduled digests have covered: the watermark.
+
+    ``covered_until`` moves in the transaction that writes the digest for
+    the period ending there into ``email_outbox``, so a restart neither
+    skips nor repeats a period. The first look at a merchant records the
+    latest scheduled time without writing a digest; the first digest covers
+    from there. A manual ``report send`` leaves it where it is.
+    """
+
+    __tablename__ = "digest_marks"
+
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"), primary_key=True)
+    covered_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the daemon that moved it last

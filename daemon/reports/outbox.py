@@ -64,10 +64,20 @@ class Composed:
     message: bytes
 
 
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str  # "text/csv", ...
+    data: bytes
+
+
 def compose(smtp: SmtpSettings, recipients: Sequence[str], subject: str, body: render.Body, *,
-            kind: str, now: datetime) -> Composed:
-    """The whole mail: headers, a plain-text part and an HTML part, as the bytes that will be sent."""
-    message_id = make_msgid(idstring=kind, domain=smtp.domain)
+            kind: str, now: datetime, message_id: str | None = None,
+            attachments: Sequence[Attachment] = ()) -> Composed:
+    """The whole mail: headers, a plain-text part and an HTML part (and any attachments after
+    them), as the bytes that will be sent. ``message_id``: one the caller made stable (a
+    digest's names its period); by default a new one."""
+    message_id = message_id or make_msgid(idstring=kind, domain=smtp.domain)
     msg = EmailMessage(policy=SMTP)
     msg["From"] = smtp.from_address
     msg["To"] = ", ".join(recipients)
@@ -79,6 +89,9 @@ def compose(smtp: SmtpSettings, recipients: Sequence[str], subject: str, body: r
     msg["X-Stockdrop-Kind"] = kind
     msg.set_content(render.text(body))
     msg.add_alternative(render.page(body), subtype="html")
+    for attachment in attachments:
+        maintype, subtype = attachment.content_type.split("/", 1)
+        msg.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
     return Composed(message_id, subject, list(recipients), msg.as_bytes())
 
 

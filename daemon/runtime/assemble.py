@@ -25,6 +25,7 @@ from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
 from daemon.reports.alerts import alerts_for
+from daemon.reports.digest import DigestService
 from daemon.reports.outbox import MailService
 from daemon.runtime.lifecycle import Runtime, install_signal_handlers
 from daemon.runtime.schedule import Scheduler, Stopped
@@ -61,9 +62,12 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
     if exports is not None:
         services.append(exports)
     if settings.smtp is not None:
-        # Every daemon writes the mails for what it saw; the one leading "email" sends them all.
-        services.append(MailService(sessions, settings.smtp, node=settings.node,
-                                    leads=Leadership(engine, "email").is_leader))
+        # Every daemon writes the alerts for what it saw; the one leading "email" sends them all,
+        # and writes the scheduled digests (one Leadership: one advisory lock, one session).
+        email = Leadership(engine, "email")
+        services.append(MailService(sessions, settings.smtp, node=settings.node, leads=email.is_leader))
+        if settings.reports.digest:
+            services.append(DigestService(sessions, settings, leads=email.is_leader))
     if engine.dialect.name == "sqlite":
         # First, so it stops last: the workers' final commits get checkpointed.
         services.insert(0, Checkpointer(engine))
