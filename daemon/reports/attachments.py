@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from daemon.db.digests import RowErrorRow, UploadRow
 from daemon.formats.cells import escape_cell
 from daemon.reports.outbox import Attachment
+from daemon.settings import Settings
 
 HEADER = ("upload", "file", "source", "received_at", "row", "column", "value", "sku", "error")
 
@@ -82,7 +83,7 @@ def rejected_rows(errors: Sequence[RowErrorRow], uploads: Mapping[int, UploadRow
     return out
 
 
-def quick_fix_attachments(session: Session, upload_ids: Sequence[int]) -> list[Attachment]:
+def quick_fix_attachments(session: Session, upload_ids: Sequence[int], settings: Settings) -> list[Attachment]:
     """The quick-fix file of each upload that has one (its failed rows, in its own format)."""
     # Imported here: the quick-fix module reads a source's format settings and the
     # kept original, which the rest of the digest never needs.
@@ -90,7 +91,7 @@ def quick_fix_attachments(session: Session, upload_ids: Sequence[int]) -> list[A
 
     out = []
     for upload_id in upload_ids:
-        made = quick_fix_file(session, upload_id)
+        made = quick_fix_file(session, upload_id, settings=settings)
         if made is not None:
             name, data = made
             kind = mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -148,7 +148,7 @@ class Digests:
             errors, total = db_digests.row_errors(session, failed, limit=reports.max_attached_rows)
             attachments = rejected_rows(errors, by_id, period_end=span.end.astimezone(zone), merchant=merchant.name,
                                         xlsx=merchant.digest_xlsx(reports))
-            attachments += quick_fix_attachments(session, summary.with_failed_rows)
+            attachments += quick_fix_attachments(session, summary.with_failed_rows, self._settings)
             label = merchant.name if group.key == MERCHANT_GROUP else f"{merchant.name}/{'+'.join(group.sources)}"
             head = digest_body.Heading(merchant.name, zone, label, schedule)
             out.append(Draft(group, digest_body.subject(summary, head),

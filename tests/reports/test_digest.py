@@ -135,7 +135,7 @@ def test_a_seeded_day_is_counted_number_by_number_and_mailed_with_both_parts_and
     assert "&lt;" not in text
 
     attachments = {p.get_filename(): p for p in msg.iter_attachments()}
-    csv_name = next(n for n in attachments if n.endswith(".csv"))
+    csv_name = next(n for n in attachments if n.startswith("rejected-rows-") and n.endswith(".csv"))
     assert re.fullmatch(r"rejected-rows-acme-\d{4}-\d{2}-\d{2}\.csv", csv_name)
     assert attachments[csv_name].get_content_type() == "text/csv"
     raw = attachments[csv_name].get_payload(decode=True)
@@ -156,13 +156,19 @@ def test_a_seeded_day_is_counted_number_by_number_and_mailed_with_both_parts_and
         (ids["b"], 3, "oops", "A3"), (ids["b"], 4, "'=1+2", "'@SUM(A1)"), (ids["bad"], 2, "lots", "X"),
         (ids["orders-bad"], 2, "x", None)]
     assert sheet.cell(row=3, column=7).data_type == "s"  # text, not a formula
+    # A quick-fix file per feed with failed rows: those rows only, in the file's own shape, to correct and resend.
+    assert sorted(n for n in attachments if ".fix-" in n) == sorted([f"b.fix-{ids['b']}.csv",
+                                                                     f"bad.fix-{ids['bad']}.csv"])
+    fix_b = attachments[f"b.fix-{ids['b']}.csv"].get_payload(decode=True).decode("utf-8").splitlines()
+    assert fix_b[0] == "sku,quantity" and fix_b[1] == "A3,oops" and len(fix_b) == 3 and "SUM(A1)" in fix_b[2]
+    assert attachments[f"bad.fix-{ids['bad']}.csv"].get_payload(decode=True).decode() == "sku,quantity\nX,lots\n"
 
     # The source with recipients of its own gets its part alone.
     text3 = wh3.part("plain")
     assert rows_of(text3, "Source") == {"wh3": ["1", "0", "0", "1", "0", "0", "0", "1"]}
     assert "Markets" not in text3 and wh3.message["Subject"].startswith("[stockdrop] acme/wh3: upload history")
-    [attached] = [p.get_filename() for p in wh3.message.iter_attachments() if p.get_filename().endswith(".csv")]
-    assert attached.startswith("rejected-rows-acme-")
+    attached = sorted(p.get_filename() for p in wh3.message.iter_attachments() if p.get_filename().endswith(".csv"))
+    assert attached[0].startswith("rejected-rows-acme-") and attached[1:] == [f"w3.fix-{ids['w3']}.csv"]
     assert world.mailer.send_pending() == [] and len(server.inbox.received) == 2
 
 
