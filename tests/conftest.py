@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from daemon.auth.hostkey import load_or_create_host_key
 from daemon.db import migrate
 from daemon.db.engine import make_engine
+from tests.remote_sftp import OpenServer
 
 PG_URL = os.environ.get("STOCKDROP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("STOCKDROP_REQUIRE_PG") == "1"
@@ -80,3 +82,15 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[OpenServer]:
+    """Another machine's SFTP server (tests/remote_sftp.py), served from ``tmp_path / "remote"``,
+    which holds an empty folder "drop": a warehouse's for pulls, a market's for exports."""
+    root = tmp_path / "remote"
+    (root / "drop").mkdir(parents=True)
+    server = OpenServer(root, load_or_create_host_key(tmp_path / "open-host-key"))
+    server.serve()
+    yield server
+    server.close()

@@ -9,6 +9,9 @@ nothing), ``user``/``password`` (the only login it takes; ``logins`` lists
 who tried one). ``calls`` records every open, rename, removal and mkdir it
 is asked for, and ``watch``, when set, is called (on the server's thread)
 just before each, to look at the folder as it was then.
+
+No pytest here: the latency bench serves a market from it too. The
+``open_server`` fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -18,15 +21,12 @@ import os
 import posixpath
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import paramiko
-import pytest
-
-from daemon.auth.hostkey import load_or_create_host_key
 
 OLD = 1_600_000_000  # a settled mtime for remote files
 _WRITING = os.O_WRONLY | os.O_RDWR
@@ -232,13 +232,3 @@ class OpenServer:
         os.utime(path, (mtime, mtime))
         return path
 
-
-@pytest.fixture
-def open_server(tmp_path: Path) -> Iterator[OpenServer]:
-    """Served from ``tmp_path / "remote"``, which holds an empty folder "drop"."""
-    root = tmp_path / "remote"
-    (root / "drop").mkdir(parents=True)
-    server = OpenServer(root, load_or_create_host_key(tmp_path / "open-host-key"))
-    server.serve()
-    yield server
-    server.close()

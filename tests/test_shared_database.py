@@ -1,11 +1,15 @@
-"""Two daemons on one PostgreSQL, as real processes: every file is applied once.
+"""Two daemons on one PostgreSQL, as real processes: every file is applied once,
+every change and every order file is delivered once, by the leader.
 
 Each daemon has a data_dir (spool, archive) of its own and so a node id of its
-own; they share the database, and in the last case a drop folder.
+own; they share the database, and in some cases a drop folder or a market's
+or warehouse's server.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import signal
 import subprocess
@@ -13,35 +17,47 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from tests.conftest import Database
+from tests.export.test_destinations import PASSWORD as FTP_PASSWORD
+from tests.export.test_destinations import USER as FTP_USER
+from tests.export.test_destinations import Server
 
 pytestmark = pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)],
                                      indirect=True)
 WAIT = 60.0
+RESEND_LIMIT = 2  # each order line goes out in 1 + 2 files, then it is flagged unconfirmed
 
 
 class Daemon:
     """``stockdrop run`` in a process of its own, with a config of its own."""
 
     def __init__(self, home: Path, database_url: str, drop_folder: Path | None = None,
-                 export_folder: Path | None = None) -> None:
+                 export_folder: Path | None = None, orders_to: int | None = None) -> None:
+        """``export_folder``: the market "shop" is sent its deltas there; ``orders_to``: the
+        warehouse wh1 is sent its order files every second, over FTP to that port on 127.0.0.1."""
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         folder = f'drop_folder = "{drop_folder}"\n' if drop_folder else ""
-        market = (f'[[merchants.markets]]\nname = "shop"\n[merchants.markets.export]\nfolder = "{export_folder}"\n'
-                  "debounce_seconds = 0.5\n" if export_folder else "")
+        orders = (f'[merchants.sources.orders_export]\ntransport = "ftp"\nhost = "127.0.0.1"\nport = {orders_to}\n'
+                  f'user = "{FTP_USER}"\npassword = "{FTP_PASSWORD}"\nfolder = "out"\nevery_seconds = 1\n'
+                  f"resend_limit = {RESEND_LIMIT}\ntimeout_seconds = 10\n" if orders_to else "")
+        market = '[[merchants.markets]]\nname = "shop"\n' if export_folder or orders_to else ""
+        if export_folder:
+            market += f'[merchants.markets.export]\nfolder = "{export_folder}"\ndebounce_seconds = 0.5\n'
         self.config = home / "stockdrop.toml"
         self.config.write_text(
             f'data_dir = "data"\n[database]\nurl = "{database_url}"\n'
             "[ingest]\nsettle_seconds = 0.2\nreconcile_seconds = 1\n"
             '[[merchants]]\nname = "acme"\n[[merchants.sources]]\nname = "wh1"\n' + folder
-            + '[merchants.sources.feed]\nmode = "adjust"\nunknown_sku = "create"\n' + market)
+            + '[merchants.sources.feed]\nmode = "adjust"\nunknown_sku = "create"\n' + orders + market)
         self.inbox = drop_folder or home / "data" / "sources" / "acme" / "wh1" / "inbox"
+        self.orders = home / "data" / "markets" / "acme" / "shop" / "orders" / "inbox"
         self.proc: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
 
@@ -66,11 +82,13 @@ class Daemon:
             assert self.proc.wait(WAIT) == 0
         self.proc = None
 
-    def drop(self, name: str, body: str) -> None:
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        part = self.inbox / f"{name}.part"
+    def drop(self, name: str, body: str, inbox: Path | None = None) -> None:
+        """Into the warehouse's inbox, or ``inbox``, under a temporary name first."""
+        inbox = inbox or self.inbox
+        inbox.mkdir(parents=True, exist_ok=True)
+        part = inbox / f"{name}.part"
         part.write_text(body)
-        part.rename(self.inbox / name)
+        part.rename(inbox / name)
 
 
 @pytest.fixture
@@ -239,3 +257,90 @@ def one_node(daemon: Daemon) -> str:
     from daemon.settings import load_settings
 
     return load_settings(daemon.config).node
+
+
+# --- order files to a warehouse
+
+
+class Warehouse:
+    """The warehouse's FTP server (pyftpdlib, port 0), noting every upload it completes:
+    a file delivered twice shows as its name twice."""
+
+    def __init__(self, home: Path) -> None:
+        self.folder = home / "out"
+        self.folder.mkdir(parents=True)
+        self.received: list[str] = []
+        self.server = Server(home, on_file_received=lambda handler, path: self.received.append(Path(path).name))
+
+    def files(self) -> dict[str, list[tuple[str, str]]]:
+        """Each order file in place: its (order_id, line_id) rows."""
+        return {p.name: [(r["order_id"], r["line_id"]) for r in csv.DictReader(io.StringIO(p.read_text()))]
+                for p in sorted(self.folder.glob("*.csv"))}
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[Warehouse]:
+    w = Warehouse(tmp_path / "warehouse-ftp")
+    yield w
+    w.server.stop()
+
+
+def _order_exports(database: Database) -> list[tuple[str, str, str | None, int]]:
+    with database.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT file_name, status, node, attempts FROM order_exports ORDER BY id"))]
+
+
+def _fulfilments(database: Database) -> dict[str, tuple[str, int]]:
+    with database.engine.connect() as conn:
+        return {f"{o}/{ln}": (s, n) for o, ln, s, n in conn.execute(text(
+            "SELECT l.order_id, l.line_id, f.status, f.sends FROM fulfilments f "
+            "JOIN order_lines l ON l.id = f.order_line_id"))}
+
+
+def _orders(*lines: str) -> str:
+    ordered = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "order_id,line_id,sku,quantity,ordered_at\n" + "".join(f"{line},{ordered}\n" for line in lines)
+
+
+def test_two_daemons_send_each_order_file_once_on_the_leaders_schedule_and_the_other_takes_over(
+        database: Database, tmp_path: Path, warehouse: Warehouse, daemons: list[Daemon]) -> None:
+    # (warehouse before daemons: the daemons stop before their server does)
+    one, two = (Daemon(tmp_path / name, database.url, orders_to=warehouse.server.port) for name in ("one", "two"))
+    daemons += [one.start(), two.start()]
+    two.drop("stock.csv", "sku,quantity\nA,10\nB,10\n")  # wh1 holds them: the orders are its to ship
+    _settled(database, 1)
+    # Orders on the market "shop", one file through each daemon.
+    one.drop("o1.csv", _orders("W-1,1,A,2", "W-1,2,B,1"), inbox=one.orders)
+    two.drop("o2.csv", _orders("W-2,1,A,1"), inbox=two.orders)
+    lines = ["W-1/1", "W-1/2", "W-2/1"]
+    # Both schedules fire every second; each line goes out 1 + resend_limit times, then is flagged.
+    _wait(lambda: sorted(_fulfilments(database)) == lines
+          and all(s == "unconfirmed" for s, _ in _fulfilments(database).values()), "the lines flagged unconfirmed")
+    time.sleep(2)  # long enough for a second sender's schedule to have fired twice
+    rows = _order_exports(database)
+    assert rows and all(status == "delivered" for _, status, _, _ in rows), rows
+    nodes = {node for _, _, node, _ in rows}
+    assert len(nodes) == 1, rows  # every run on one daemon
+    [leader] = nodes
+    files = warehouse.files()
+    # Each file delivered once: one upload per order file, none of them twice.
+    assert sorted(warehouse.received) == sorted(f"{name}.part" for name, *_ in rows)
+    assert sorted(files) == sorted(name for name, *_ in rows)
+    # Each file carries a line at most once, and each line was sent exactly 1 + resend_limit times.
+    for name, body in files.items():
+        assert len(body) == len(set(body)), (name, body)
+    sent = [f"{o}/{ln}" for body in files.values() for o, ln in body]
+    assert {line: sent.count(line) for line in lines} == {line: 1 + RESEND_LIMIT for line in lines}
+    assert _fulfilments(database) == {line: ("unconfirmed", 1 + RESEND_LIMIT) for line in lines}
+
+    # The leader stops; the other daemon's schedule takes the warehouse over.
+    stays = two if leader == one_node(one) else one
+    (one if stays is two else two).stop()
+    stays.drop("o3.csv", _orders("W-3,1,B,1"), inbox=stays.orders)
+    _wait(lambda: _fulfilments(database).get("W-3/1", ("", 0))[1] >= 1, "W-3 sent by the new leader")
+    rows = _order_exports(database)
+    new = [r for r in rows if r[2] != leader]
+    assert new and all(node == one_node(stays) and status == "delivered" for _, status, node, _ in new), rows
+    assert warehouse.files()[new[0][0]] == [("W-3", "1")]
+    assert len(warehouse.received) == len(set(warehouse.received))

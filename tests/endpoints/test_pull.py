@@ -32,15 +32,10 @@ from daemon.ingest.pull import PullService
 from daemon.ingest.sources import SourceInfo
 from daemon.settings import MerchantSettings, PullSettings, SourceSettings
 from daemon.transports import TransportError
-from tests import remote_sftp
 from tests.conftest import Database
 from tests.remote_sftp import OLD, OpenServer
 
 from .conftest import PASSWORD, USER, Spool, wait_for
-
-# the permissive SFTP server over a tmp folder (also a market's server for exports)
-open_server = remote_sftp.open_server
-
 
 # --- the local side: a source in the database, its folders, the service
 

@@ -38,10 +38,7 @@ from daemon.settings import OrdersExportSettings, Settings, parse_settings
 from daemon.transports import TransportError
 from daemon.transports.destination import Destination
 from daemon.transports.folder import FolderDestination
-from tests import remote_sftp
 from tests.conftest import Database
-
-open_server = remote_sftp.open_server
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ORDERED = (NOW - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -19,10 +19,7 @@ from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 from daemon.transports import TransportError
 from daemon.transports.destination import PART_SUFFIX, Destination, LoginRefused
 from daemon.transports.sftp import HostKeyRejected, SftpDestination, SftpEndpoint
-from tests import remote_sftp
 from tests.remote_sftp import OLD, OpenServer
-
-open_server = remote_sftp.open_server
 
 USER, PASSWORD = "market", "pa55-w0rd-never-shown"
 NAME, MARKER = "stock.csv", "stock.csv.done"
