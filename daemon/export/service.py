@@ -81,9 +81,12 @@ class Exporter:
         # Each market's lines between runs: a delta after one sale reads what
         # moved, not a million listings (db.market_lines).
         self.lines = LinesCache()
+        self._timer: Timer | None = None
+        self._poll_lock = threading.Lock()  # the poll on its schedule and a nudged one share _seen
 
     def start(self, timer: Timer, *, poll_seconds: float = 1.0) -> None:
         """Put the polls and schedules on ``timer``."""
+        self._timer = timer
         timer.every("exports:poll", poll_seconds, partial(self.poll_for, timer))
         for key, target in self.targets.items():
             if target.settings.delta_every_seconds is not None:
@@ -102,8 +105,23 @@ class Exporter:
     def poll_for(self, timer: Timer) -> None:
         self.poll(timer)
 
+    def nudge(self) -> None:
+        """Something changed in this process (a file applied): look now, not at the next poll.
+
+        The poll still finds every change, whoever made it; this only spares
+        a change made here the wait for it (up to ``poll_seconds``), so a sale
+        reaches the other markets ``debounce_seconds`` after it is applied.
+        """
+        timer = self._timer
+        if timer is not None:
+            timer.after("exports:nudge", 0, partial(self.poll_for, timer))
+
     def poll(self, timer: Timer) -> list[str]:
         """Schedule a debounced delta for each market whose fingerprint moved; returns their keys."""
+        with self._poll_lock:
+            return self._poll(timer)
+
+    def _poll(self, timer: Timer) -> list[str]:
         if not self._leads():
             self._seen.clear()  # a new leader starts from a fresh look
             self.lines.forget()  # and frees what it kept while it led

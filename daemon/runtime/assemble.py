@@ -21,6 +21,7 @@ from daemon.export.orders import OrderExporter, OrdersTarget
 from daemon.export.sender import AlertHook, Stopping
 from daemon.export.service import Exporter, ExportTarget
 from daemon.ingest.endpoints.factory import endpoint_services
+from daemon.ingest.outcomes import Outcome, OutcomeHook
 from daemon.ingest.pipeline import Pipeline
 from daemon.ingest.sources import SourceBook
 from daemon.logs import configure_logging, get_logger
@@ -54,13 +55,22 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
             (info.statuses / "inbox").mkdir(parents=True, exist_ok=True)
             (info.statuses / "results").mkdir(parents=True, exist_ok=True)
     alerts = alerts_for(sessions, settings)
-    pipeline = Pipeline(settings, sessions, book, on_outcome=alerts.upload_finished if alerts else None)
+    told: list[OutcomeHook] = [alerts.upload_finished] if alerts else []  # each file's outcome, once filed
+
+    def tell(outcome: Outcome) -> None:
+        for hook in told:
+            hook(outcome)
+
+    pipeline = Pipeline(settings, sessions, book, on_outcome=tell)
     services = pipeline.services(leads=lambda work: Leadership(engine, work).is_leader)
     services.extend(endpoint_services(settings, pipeline, sessions))
     exports = export_service(settings, engine, sessions, alert=alerts.export_failing if alerts else None,
                              order_alert=alerts.order_export_failing if alerts else None)
     if exports is not None:
-        services.append(exports)
+        scheduler, exporter = exports
+        services.append(scheduler)
+        # A file applied here: the exporter looks at once rather than at its next poll.
+        told.append(lambda outcome: exporter.nudge())
     if settings.smtp is not None:
         # Every daemon writes the alerts for what it saw; the one leading "email" sends them all,
         # and writes the scheduled digests (one Leadership: one advisory lock, one session).
@@ -75,9 +85,11 @@ def build_services(settings: Settings, engine: Engine) -> list[Any]:
 
 
 def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
-                   alert: AlertHook | None = None, order_alert: AlertHook | None = None) -> Scheduler | None:
+                   alert: AlertHook | None = None,
+                   order_alert: AlertHook | None = None) -> tuple[Scheduler, Exporter] | None:
     """The exporters (quantity feeds to markets, ``export.service``; order files to warehouses,
-    ``export.orders``) on a scheduler of their own, leading or not; None without exports.
+    ``export.orders``) on a scheduler of their own, leading or not, and the markets' exporter;
+    None without exports.
     ``alert``: called when a market's exports keep failing; ``order_alert``: a warehouse's order files."""
     targets = [ExportTarget(m, market, export) for m, market, export in settings.export_targets()]
     order_targets = [OrdersTarget(m, source, export) for m, source, export in settings.orders_export_targets()]
@@ -101,7 +113,7 @@ def export_service(settings: Settings, engine: Engine, sessions: sessionmaker[Se
         orders.start(timer)
 
     scheduler = Scheduler("exports", setup, workers=min(8, len(targets) + len(order_targets) + 2))
-    return scheduler
+    return scheduler, exporter
 
 
 def run_daemon(load: Callable[[], tuple[Settings, Engine]], *, log_format: str = "auto",

@@ -287,6 +287,22 @@ def test_a_change_triggers_a_debounced_delta_for_the_markets_it_touches(make_wor
     assert read_feed(amz) == {"TSHIRT-RED-M": 3}  # one file, the latest quantity
 
 
+def test_a_nudge_looks_at_once_instead_of_at_the_next_poll(make_world) -> None:  # type: ignore[no-untyped-def]
+    world = make_world(debounce_seconds=1)
+    exporter, timer = world.exporter(), Timer()
+    exporter.nudge()  # not started: nothing to put it on, and nothing breaks
+    exporter.start(timer, poll_seconds=3600)  # the poll on its schedule would come in an hour
+    assert exporter.poll(timer) and timer.run() is None  # the first look, sent
+    world.set("TSHIRT-RED-M", 4)  # a file applied in this daemon
+    exporter.nudge()
+    exporter.nudge()  # several files at once: one look
+    assert list(timer.after_calls) == ["exports:nudge"] and timer.after_calls["exports:nudge"][0] == 0
+    timer.run()  # the look finds the change and starts its debounced delta
+    assert sorted(timer.after_calls) == ["exports:change:acme/amz", "exports:change:acme/shop"]
+    timer.run()
+    assert read_feed(world.files("amz")[-1]) == {"TSHIRT-RED-M": 4}
+
+
 def test_a_follower_polls_and_sends_nothing(make_world) -> None:  # type: ignore[no-untyped-def]
     world = make_world()
     timer = Timer()
