@@ -91,6 +91,7 @@ class FolderWatcher:
         self._settle = settle_seconds
         self._reconcile = reconcile_seconds
         self._polling = polling
+        self._sees_closes = False  # set at start: inotify reports a writer's close
         # A close event lost (an inotify queue overflow) must not keep a file forever.
         self._stale_open = stale_open_seconds if stale_open_seconds is not None else max(
             5 * reconcile_seconds, 10 * settle_seconds)
@@ -107,6 +108,9 @@ class FolderWatcher:
     def start(self) -> None:
         self._stop.clear()
         observer = PollingObserver(timeout=1) if self._polling else Observer()
+        # Only inotify reports closes; elsewhere (FSEvents, kqueue) a file marked
+        # open would wait for a close that never comes.
+        self._sees_closes = type(observer).__name__ == "InotifyObserver"
         for key, inbox in self._sources.items():
             inbox.path.mkdir(parents=True, exist_ok=True)
             observer.schedule(_Nudge(self, key), str(inbox.path), recursive=False)
@@ -154,7 +158,7 @@ class FolderWatcher:
             writing = None
         if is_temporary(name) or path.parent != self._sources[source_id].path:
             return
-        self._observe(source_id, path, writing=None if self._polling else writing)
+        self._observe(source_id, path, writing=writing if self._sees_closes else None)
 
     def scan(self) -> None:
         for key, inbox in self._sources.items():
