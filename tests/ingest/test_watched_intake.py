@@ -175,3 +175,57 @@ def test_a_claim_leaves_no_copy_behind_in_the_spool(watched: Watched) -> None:
     assert watched.outcomes[0].status == "applied"
     assert list(watched.env.pipeline.dirs.spool.iterdir()) == []
     assert list(watched.inbox.iterdir()) == []
+
+
+def test_a_spool_file_changed_between_the_parse_and_the_commit_is_not_applied(env: IngestEnv) -> None:
+    """The sha256 checked just before the commit is the one the parse read."""
+    info = env.source()
+    info.inbox.mkdir(parents=True, exist_ok=True)
+    path = info.inbox / "stock.csv"
+    path.write_bytes(feed(10))
+    upload_id = env.pipeline.deliver(Arrival(path=path, source_id=info.id, original_name="stock.csv",
+                                             protocol="watch", received_at=datetime.now(UTC), shared=True))
+    feeds = env.pipeline.processor.feeds
+    read = feeds._read
+
+    def read_then_tamper(spooled: Path, options):  # type: ignore[no-untyped-def]
+        parsed = read(spooled, options)
+        with open(spooled, "ab") as fh:  # what a second writer on the spool would do
+            fh.write(b"WP-99999,1\n")
+        return parsed
+
+    feeds._read = read_then_tamper
+    try:
+        done = env.pipeline.processor.process(upload_id)
+    finally:
+        feeds._read = read
+    assert done.status == "rejected" and "changed while it was read" in (done.message or "")
+    assert env.quantities() == {} and env.ledger_count() == 0
+
+
+def test_recovery_removes_claim_leftovers_of_its_own_node_only(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(node="a")
+    other = make_env(node="b", engine=None)
+    spool = env.pipeline.dirs.spool
+    info = env.source()
+    info.inbox.mkdir(parents=True, exist_ok=True)
+    mine = other_node = 0
+    for e in (env, other):
+        path = info.inbox / f"{e.settings.node}.csv"
+        path.write_bytes(feed(2))
+        upload_id = e.pipeline.deliver(Arrival(path=path, source_id=info.id, original_name=path.name,
+                                               protocol="watch", received_at=datetime.now(UTC), shared=True))
+        e.pipeline.processor.process(upload_id)
+        if e is env:
+            mine = upload_id
+        else:
+            other_node = upload_id
+    # What a kill leaves: a copy cut short, an original whose copy was filed.
+    from daemon.db.uploads import spool_name
+
+    leftovers = [spool / f".{spool_name(mine, 'a.csv')}.claimed", spool / f".{spool_name(999, 'x.csv')}.copying",
+                 spool / f".{spool_name(other_node, 'b.csv')}.claimed"]
+    for path in leftovers:
+        path.write_bytes(b"x")
+    env.pipeline.intake.recover()
+    assert [p.exists() for p in leftovers] == [False, False, True]
