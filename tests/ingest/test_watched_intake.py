@@ -131,16 +131,16 @@ def test_a_symlink_to_a_file_outside_the_inbox_is_refused_and_its_target_never_r
         watched: Watched, tmp_path: Path) -> None:
     """Defect 6."""
     secret = tmp_path / "secret.csv"
-    secret.write_text("sku,quantity\nSECRET-SKU,77\n")
+    secret.write_text("sku,quantity\nSECRET-SKU,7654321987\n")
     (watched.inbox / "stock.csv").symlink_to(secret)
     assert wait_for(lambda: len(watched.outcomes) == 1)
     [done] = watched.outcomes
     assert done.status == "rejected"
     assert "stock.csv is a symbolic link" in (done.message or "") and "not opened" in (done.message or "")
     said = everything_said(watched.env, done.upload_id)
-    assert "SECRET" not in said and "77" not in said
+    assert "SECRET" not in said and "7654321987" not in said
     assert watched.env.quantities() == {}
-    assert secret.read_text() == "sku,quantity\nSECRET-SKU,77\n"  # the target is left as it was
+    assert secret.read_text() == "sku,quantity\nSECRET-SKU,7654321987\n"  # the target is left as it was
     assert not os.path.lexists(watched.inbox / "stock.csv")
     assert not any(watched.env.pipeline.dirs.root.rglob("*stock.csv"))  # nothing kept
 
