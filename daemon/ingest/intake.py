@@ -4,13 +4,17 @@ Order matters for "never lose, never apply twice":
 
 1. the history row is committed first (status ``received``, with the name the
    file will have in the spool);
-2. the file is renamed into the spool;
+2. the file is renamed into the spool (a watched file is copied instead,
+   and its original moved aside: ``ingest.claim`` says why);
 3. the upload id is queued for a worker.
 
 A crash after 1 leaves a row whose spool file does not exist while the file
 is still in the inbox: ``recover`` drops such a row and the watcher takes the
 file again. A crash after 2 leaves a spool file whose upload is not finished:
-``recover`` queues it again. Nothing in between can apply anything.
+``recover`` queues it again. Nothing in between can apply anything. A copy
+cut short by a crash is a ``.copying`` file that ``recover`` removes; a crash
+between a copy and its original leaving the inbox takes that file twice, and
+the second is a duplicate.
 
 Each row names the node (daemon) that holds the file in its spool; several
 daemons may share one database, and each recovers only its own rows.
@@ -36,19 +40,6 @@ from daemon.ingest.arrival import Arrival
 from daemon.ingest.spool import SpoolDirs, fsync_dir, move
 
 log = structlog.get_logger(__name__)
-
-
-def sha256_of(path: Path, *, sync: bool = False) -> tuple[str, int]:
-    """The file's sha256 and size; with ``sync``, its bytes are on disk when this returns."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-        if sync:
-            os.fsync(fh.fileno())
-    return digest.hexdigest(), size
 
 
 class Intake:
