@@ -88,7 +88,8 @@ class OpenFolder(paramiko.SFTPServerInterface):
     def list_folder(self, path: str) -> Any:
         try:
             folder = self._real(path)
-            return [paramiko.SFTPAttributes.from_stat(os.lstat(folder / n), filename=n)
+            look = os.stat if self.remote.list_follows_links else os.lstat
+            return [paramiko.SFTPAttributes.from_stat(look(folder / n), filename=n)
                     for n in os.listdir(folder)]
         except OSError as exc:
             return paramiko.SFTPServer.convert_errno(exc.errno)
@@ -186,6 +187,7 @@ class OpenServer:
     deny_remove: bool = False
     posix_rename: bool = True
     short_by: int = 0
+    list_follows_links: bool = False  # a server whose listing shows a symlink's target
     user: str = "puller"
     password: str = field(default="pw", repr=False)
     port: int = 0

@@ -25,7 +25,7 @@ from daemon.errors import FeedError
 from daemon.formats import headers
 from daemon.formats.cells import unescape_text_columns
 from daemon.formats.feeds import ParsedFeed, ParseOptions
-from daemon.ingest.outcomes import Outcome, finish, finish_alone, outcome_of
+from daemon.ingest.outcomes import Outcome, Verify, finish, finish_alone, outcome_of
 from daemon.ingest.sources import SourceBook, SourceInfo
 from daemon.ingest.stock_store import StockStore, StockTransaction
 from daemon.inventory.feed import FeedPlan, FeedPolicy, covers_source, plan_feed
@@ -82,7 +82,7 @@ class FeedApplier:
         self._stock = StockStore()
 
     def apply(self, upload_id: int, info: SourceInfo, path: Path,
-              approved: bool) -> tuple[Outcome, ResultFrames | None]:
+              approved: bool, verify: Verify | None = None) -> tuple[Outcome, ResultFrames | None]:
         with self._sessions() as session:
             upload = uploads.get(session, upload_id)
             original, received_at = upload.original_name, upload.received_at
@@ -94,7 +94,7 @@ class FeedApplier:
         as_of, as_of_note = default_as_of(info, original, received_at)
         warnings = [*parsed.warnings, *([as_of_note] if as_of_note else [])]
         stock = self._stock.begin()
-        done, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved, stock)
+        done, plans = self._apply(upload_id, info, parsed, as_of, warnings, approved, stock, verify)
         if done.status == UploadStatus.DUPLICATE:
             return done, None  # decided under the lock: nothing of this file was used
         stock.commit()  # committed: what the apply read and wrote is each source's stock now
@@ -102,7 +102,8 @@ class FeedApplier:
 
     def _apply(self, upload_id: int, info: SourceInfo, parsed: ParsedFeed, as_of: datetime,
                warnings: list[str], approved: bool,
-               stock: StockTransaction) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
+               stock: StockTransaction,
+               verify: Verify | None = None) -> tuple[Outcome, list[tuple[SourceInfo, FeedPlan]]]:
         """Plan and apply in one transaction."""
         now = self._clock()
         row_errors: list[tuple[Any, ...]] = [(e.row, e.column, e.value, e.sku, e.message)
@@ -124,6 +125,9 @@ class FeedApplier:
             upload = uploads.get(session, upload_id, fresh=True)
             if uploads.is_final(upload):
                 return outcome_of(upload), []  # another process finished it meanwhile
+            if verify is not None and (why := verify()) is not None:
+                return finish(session, upload, UploadStatus.REJECTED, f"{upload.original_name}: {why}",
+                              now=now), []
             once = info.settings.feed.mode == "adjust"
             # Again, under the lock: a feed applied since the first look may make this one
             # a duplicate, or no longer one.

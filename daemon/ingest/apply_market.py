@@ -21,7 +21,7 @@ from daemon.db.orders import CancelResult, LineResult
 from daemon.errors import FeedError
 from daemon.formats.feeds import RowError
 from daemon.formats.orders import ParsedCancellations, ParsedOrders
-from daemon.ingest.outcomes import Outcome, finish, finish_alone, outcome_of
+from daemon.ingest.outcomes import Outcome, Verify, finish, finish_alone, outcome_of
 from daemon.inventory.uploads import UploadStatus, outcome
 
 
@@ -102,7 +102,7 @@ class MarketFileApplier:
         self._readers = readers
         self._clock = clock
 
-    def apply(self, upload_id: int, kind: str, path: Path) -> Outcome:
+    def apply(self, upload_id: int, kind: str, path: Path, verify: Verify | None = None) -> Outcome:
         with self._sessions() as session:
             upload = uploads.get(session, upload_id)
             original, protocol = upload.original_name, upload.protocol
@@ -117,6 +117,8 @@ class MarketFileApplier:
             upload = uploads.get(session, upload_id, fresh=True)
             if uploads.is_final(upload):
                 return outcome_of(upload)  # another process finished it meanwhile
+            if verify is not None and (why := verify()) is not None:
+                return finish(session, upload, UploadStatus.REJECTED, f"{upload.original_name}: {why}", now=now)
             assert upload.market_id is not None
             ref, actor = f"upload:{upload_id}", f"upload:{protocol}"
             result: OrderFileResult | CancellationFileResult

@@ -23,7 +23,7 @@ from daemon.db.models import Source
 from daemon.errors import FeedError
 from daemon.formats.feeds import RowError
 from daemon.formats.statuses import ParsedStatuses
-from daemon.ingest.outcomes import Outcome, finish, finish_alone, outcome_of
+from daemon.ingest.outcomes import Outcome, Verify, finish, finish_alone, outcome_of
 from daemon.inventory.uploads import UploadStatus, outcome
 
 
@@ -54,7 +54,7 @@ class StatusFileApplier:
                  clock: Callable[[], datetime], *, node: str | None = None) -> None:
         self._sessions, self._reader, self._clock, self._node = sessions, reader, clock, node
 
-    def apply(self, upload_id: int, path: Path) -> Outcome:
+    def apply(self, upload_id: int, path: Path, verify: Verify | None = None) -> Outcome:
         with self._sessions() as session:
             upload = uploads.get(session, upload_id)
             original, protocol = upload.original_name, upload.protocol
@@ -68,6 +68,8 @@ class StatusFileApplier:
             upload = uploads.get(session, upload_id, fresh=True)
             if uploads.is_final(upload):
                 return outcome_of(upload)  # another process finished it meanwhile
+            if verify is not None and (why := verify()) is not None:
+                return finish(session, upload, UploadStatus.REJECTED, f"{upload.original_name}: {why}", now=now)
             assert upload.source_id is not None
             source = session.get(Source, upload.source_id)
             assert source is not None

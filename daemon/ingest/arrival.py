@@ -28,6 +28,11 @@ class Arrival:
     elapsed_s: float | None = None
     market_id: int | None = None
     kind: str = "feed"  # "feed", "orders", "cancellations", "statuses"
+    # Someone else may still hold the file open (a watched inbox): it is
+    # claimed by copy (``ingest.claim``), and refused unless it is one plain
+    # regular file. ``settled`` is the (size, mtime_ns) the watcher saw settle.
+    shared: bool = False
+    settled: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if (self.source_id is None) == (self.market_id is None):

@@ -36,6 +36,10 @@ class Outcome:
 # runtime passes reports' alerts in; ingest knows nothing of them.
 OutcomeHook = Callable[[Outcome], None]
 
+# Asked inside the apply's transaction, before the commit: why the file read
+# is no longer the file claimed, or None (``ingest.claim.changed``).
+Verify = Callable[[], "str | None"]
+
 
 def outcome_of(upload: Upload, detail: Any = None) -> Outcome:
     return Outcome(upload.id, UploadStatus(upload.status), upload.message,

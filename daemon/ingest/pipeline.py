@@ -20,7 +20,7 @@ from daemon.ingest.dispatch import Dispatcher
 from daemon.ingest.intake import Intake
 from daemon.ingest.outcomes import OutcomeHook
 from daemon.ingest.process import Processor
-from daemon.ingest.retention import janitor
+from daemon.ingest.retention import janitor, staging_idle
 from daemon.ingest.sources import SourceBook, book_refresher
 from daemon.ingest.spool import SpoolDirs
 from daemon.ingest.watch import FolderWatcher
@@ -72,8 +72,10 @@ class Pipeline:
             done_markers=ingest.done_markers,
         )
         here = hashlib.sha256(str(self.dirs.root.resolve()).encode()).hexdigest()[:16]
+        listeners = self.settings.listeners
         sweeper = janitor(self.dirs.root / "archive", lambda: self.book.staging_folders,
                           ingest.archive_retention_days,
+                          staging_idle=staging_idle(listeners.ftp.idle_timeout, listeners.sftp.idle_timeout),
                           leads=leads(f"retention:{here}") if leads is not None else (lambda: True))
         markets = book_refresher(self.book, self.sessions, self.settings, on_new=watcher.add)
         return [_Workers(self), watcher, markets, sweeper]

@@ -10,6 +10,7 @@ written for the sender.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import stock, uploads
 from daemon.formats.results import write_result
+from daemon.ingest import claim
 from daemon.ingest.apply_feed import FeedApplier, FeedReader, ResultFrames
 from daemon.ingest.apply_market import MarketFileApplier, MarketReaders
 from daemon.ingest.apply_status import StatusFileApplier, StatusReader
@@ -59,13 +61,18 @@ class Processor:
         """
         with self._sessions() as session, session.begin():
             upload = uploads.start(session, upload_id, self._clock())
-            source_id, market_id, kind, name = (upload.source_id, upload.market_id, upload.kind,
-                                                upload.spool_name)
+            source_id, market_id, kind, name, sha = (upload.source_id, upload.market_id, upload.kind,
+                                                     upload.spool_name, upload.sha256)
             done = outcome_of(upload) if uploads.is_final(upload) else None
         assert name is not None
         path = self._dirs.spool / name
         if done is None:
-            done = self._first_look(upload_id, not approved)
+            done = self._first_look(upload_id, not approved, path)
+        verify = None
+        if done is None and os.path.lexists(path):
+            # What the parse is about to read; checked again before the commit.
+            before = claim.Seen.of(os.lstat(path))
+            verify = lambda: claim.changed(path, before, sha)
         frames: ResultFrames | None = None
         if kind in ("feed", "statuses"):
             info = self._book.get(source_id) if source_id is not None else None
@@ -73,21 +80,41 @@ class Processor:
                 raise LookupError(f"upload {upload_id}: source {source_id} is not configured")
             results = info.results_for(kind)
             if done is None and kind == "feed":
-                done, frames = self.feeds.apply(upload_id, info, path, approved)
+                done, frames = self.feeds.apply(upload_id, info, path, approved, verify)
             elif done is None:
-                done = self.status_files.apply(upload_id, path)
+                done = self.status_files.apply(upload_id, path, verify)
         else:
             market = self._book.market(market_id) if market_id is not None else None
             if market is None:
                 raise LookupError(f"upload {upload_id}: market {market_id} is not configured")
             results = market.results(kind)
             if done is None:
-                done = self.market_files.apply(upload_id, kind, path)
+                done = self.market_files.apply(upload_id, kind, path, verify)
         # Before the file leaves the spool: a crash before the hook ran leaves
         # the file there, so recovery finishes it again and tells the hook then.
         self._tell(done)
         self._file_away(upload_id, results, name, done, frames)
         return done
+
+    def _release_original(self, upload_id: int, src: Path) -> None:
+        """The original kept beside a copied claim: dropped, or, when its writer
+        added to it after the claim, put back in its inbox to be taken again whole."""
+        aside = claim.claimed_original(src)
+        if not os.path.lexists(aside):
+            return
+        if not claim.grown(src):
+            aside.unlink()
+            return
+        with self._sessions() as session:
+            upload = uploads.get(session, upload_id)
+            key, original = (upload.source_id, upload.market_id, upload.kind), upload.original_name
+        inbox = next((i.path for i in self._book.inboxes() if (i.source_id, i.market_id, i.kind) == key), None)
+        if inbox is None:  # the inbox is no longer configured: keep the grown file for a person
+            move(aside, self._dirs.quarantine / f"{src.name}.grown")
+            return
+        back = claim.put_back(aside, inbox / original)
+        log.warning("claim_put_back", upload_id=upload_id, file=str(back),
+                    note="the writer added to the file after it was claimed; it is taken again")
 
     def _tell(self, done: Outcome) -> None:
         if self._on_outcome is None:
@@ -97,15 +124,21 @@ class Processor:
         except Exception:  # an alert that cannot be written must not stop the file being filed
             log.exception("outcome_hook_failed", upload_id=done.upload_id, status=str(done.status))
 
-    def _first_look(self, upload_id: int, check_duplicate: bool) -> Outcome | None:
+    def _first_look(self, upload_id: int, check_duplicate: bool, path: Path) -> Outcome | None:
         """What every file gets before its content is read: a feed that repeats
         an earlier one is recorded as a duplicate (under its source's lock, so
         another daemon applying the same content is waited for), an empty or
         oversized file rejected. Order and cancellation files are never
-        duplicates by content: their lines are applied once by themselves."""
+        duplicates by content: their lines are applied once by themselves.
+        Before all that, a name from a watched inbox that is not one plain
+        file (``Intake._refuse`` put it here unopened) is refused."""
         now = self._clock()
         with self._sessions() as session, session.begin():
             upload = uploads.get(session, upload_id)
+            what = claim.refusal(path)
+            if what is not None:
+                return finish(session, upload, UploadStatus.REJECTED,
+                              claim.refusal_message(upload.original_name, what), now=now)
             info = self._book.get(upload.source_id) if upload.source_id is not None else None
             if check_duplicate and info is not None:
                 stock.lock_source(session, info.id)
@@ -128,7 +161,10 @@ class Processor:
         """After the commit: keep the original where it belongs, write the result file."""
         src = self._dirs.spool / name
         dst = self._dirs.kept(done.status, self._clock()) / name
-        if src.exists():
+        self._release_original(upload_id, src)
+        if claim.refusal(src) is not None:
+            os.unlink(src)  # a link, pipe or device: nothing of it is kept, nothing opened
+        elif src.exists():
             move(src, dst)
             with self._sessions() as session, session.begin():
                 uploads.mark_kept(session, upload_id, str(dst.relative_to(self._dirs.root)))

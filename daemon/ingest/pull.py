@@ -54,6 +54,7 @@ class PollReport:
     known: list[str] = field(default_factory=list)  # fetched before: skipped
     removed: list[str] = field(default_factory=list)
     remove_failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # links, devices: never opened
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _State:
     # a second guard beside the database, for when recording a fetch failed
     fetched: set[Identity] = field(default_factory=set)
     warned: set[Identity] = field(default_factory=set)  # removal failures already logged
+    refused: set[str] = field(default_factory=set)  # not-plain names already logged
 
 
 def _listing(sftp: paramiko.SFTPClient, folder: str) -> dict[str, tuple[int, int]]:
@@ -267,6 +269,8 @@ class PullService:
         state = self._states[source.id]
         received_at = self._clock()
         started = time.monotonic()
+        if not self._plain(source, sftp, ident, state, report):
+            return
         got = self._download(source, sftp, name, ident)
         if got is None:
             if state.previous is not None:
@@ -298,6 +302,29 @@ class PullService:
         report.fetched.append(ident.remote_path)
         report.upload_ids.append(upload_id)
         self._remove(source, sftp, name, ident, report)
+
+    def _plain(self, source: SourceInfo, sftp: paramiko.SFTPClient, ident: Identity, state: _State,
+               report: PollReport) -> bool:
+        """Whether the remote name is a regular file itself, by ``lstat``, before it is opened.
+
+        The listing already leaves out what it shows as a link, but a server
+        may list a symlink with its target's attributes (a ``stat`` in its
+        readdir); SFTP has no ``O_NOFOLLOW``, so this is the check that keeps
+        a warehouse's link to some other file from being fetched.
+        """
+        try:
+            attr = sftp.lstat(ident.remote_path)
+        except OSError:
+            return False  # vanished: the next listing tells
+        if attr.st_mode is not None and stat.S_ISREG(attr.st_mode):
+            return True
+        what = "a symbolic link" if attr.st_mode is not None and stat.S_ISLNK(attr.st_mode) else "not a regular file"
+        report.refused.append(ident.remote_path)
+        if ident.remote_path not in state.refused:
+            state.refused.add(ident.remote_path)
+            log.warning("pull_refused", source=source.label, remote_path=ident.remote_path, what=what,
+                        note="not fetched: only regular files are taken")
+        return False
 
     def _download(self, source: SourceInfo, sftp: paramiko.SFTPClient, name: str,
                   ident: Identity) -> tuple[Path, str] | None:

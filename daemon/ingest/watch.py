@@ -1,14 +1,24 @@
 """Watched drop folders: files written by the system's sshd, rsync, or any tool.
 
-Events (close-write and moved-in on Linux) only say "look at this file"; a
-file is taken once it has settled: size and mtime unchanged for
-``settle_seconds``, counted from when *we* first saw that size, never from
-the file's mtime (which a client may set to anything). Events can be lost,
-so a full scan runs at start and a reconcile scan runs periodically.
+Events only say "look at this file"; a file is taken once it has settled:
+size and mtime unchanged for ``settle_seconds``, counted from when *we*
+first saw that size, never from the file's mtime (which a client may set to
+anything). With inotify, a file someone was seen writing (created or
+modified) is also not taken until that writer closed it (``IN_CLOSE_WRITE``,
+watchdog's ``FileClosedEvent``): a writer that pauses longer than the settle
+time keeps its file. The polling observer sees no opens or closes, so there
+settling is all there is. Events can be lost, so a full scan runs at start
+and a reconcile scan runs periodically; a file marked open whose close was
+never seen is taken once it has been still for ``stale_open_seconds``.
+
+Only the name is looked at here (``lstat``): what is not one plain regular
+file is handed on so that intake records its refusal, never opened.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,12 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.claim import FileChanged, what_it_is
 from daemon.ingest.names import DONE_SUFFIXES, is_marker, is_temporary
 from daemon.ingest.sources import Inbox
 
@@ -35,6 +53,7 @@ class _Candidate:
     mtime_ns: int
     stable_since: float  # monotonic time we first saw this size and mtime
     first_seen: datetime
+    open: bool = False  # a writer was seen and has not closed it (inotify only)
 
 
 class _Nudge(FileSystemEventHandler):
@@ -45,7 +64,14 @@ class _Nudge(FileSystemEventHandler):
         if event.is_directory:
             return
         path = getattr(event, "dest_path", "") or event.src_path
-        self._watcher.nudge(self._source_id, Path(str(path)))
+        # Our own reads open and close too, but never modify: only a write
+        # marks a file open, and only a close after writing ends it.
+        writing: bool | None = None
+        if isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            writing = True
+        elif isinstance(event, FileClosedEvent | FileMovedEvent):
+            writing = False  # closed, or renamed in (the temporary-name convention)
+        self._watcher.nudge(self._source_id, Path(str(path)), writing=writing)
 
 
 class FolderWatcher:
@@ -56,7 +82,7 @@ class FolderWatcher:
     def __init__(
         self, inboxes: list[Inbox], deliver: Callable[[Arrival], int], *,
         settle_seconds: float = 2.0, reconcile_seconds: float = 60.0, polling: bool = False,
-        done_markers: bool = False, tick: float = 0.2,
+        done_markers: bool = False, tick: float = 0.2, stale_open_seconds: float | None = None,
     ) -> None:
         # Keyed by position: a source and a market may share a database id.
         # Replaced, never changed in place: other threads iterate it.
@@ -65,6 +91,10 @@ class FolderWatcher:
         self._settle = settle_seconds
         self._reconcile = reconcile_seconds
         self._polling = polling
+        self._sees_closes = False  # set at start: inotify reports a writer's close
+        # A close event lost (an inotify queue overflow) must not keep a file forever.
+        self._stale_open = stale_open_seconds if stale_open_seconds is not None else max(
+            5 * reconcile_seconds, 10 * settle_seconds)
         self._done_markers = done_markers
         self._tick = tick
         self._lock = threading.Lock()
@@ -78,6 +108,9 @@ class FolderWatcher:
     def start(self) -> None:
         self._stop.clear()
         observer = PollingObserver(timeout=1) if self._polling else Observer()
+        # Only inotify reports closes; elsewhere (FSEvents, kqueue) a file marked
+        # open would wait for a close that never comes.
+        self._sees_closes = type(observer).__name__ == "InotifyObserver"
         for key, inbox in self._sources.items():
             inbox.path.mkdir(parents=True, exist_ok=True)
             observer.schedule(_Nudge(self, key), str(inbox.path), recursive=False)
@@ -116,14 +149,16 @@ class FolderWatcher:
 
     # -- discovery -------------------------------------------------------
 
-    def nudge(self, source_id: int, path: Path) -> None:
+    def nudge(self, source_id: int, path: Path, *, writing: bool | None = None) -> None:
+        """Look at ``path``; ``writing`` is what the event said of its writer (None: nothing)."""
         name = path.name
         if is_marker(name):
             path = path.with_suffix("")  # NAME.done says: look at NAME now
             name = path.name
+            writing = None
         if is_temporary(name) or path.parent != self._sources[source_id].path:
             return
-        self._observe(source_id, path)
+        self._observe(source_id, path, writing=writing if self._sees_closes else None)
 
     def scan(self) -> None:
         for key, inbox in self._sources.items():
@@ -136,23 +171,27 @@ class FolderWatcher:
                 if not is_temporary(path.name) and not is_marker(path.name):
                     self._observe(key, path)
 
-    def _observe(self, source_id: int, path: Path) -> None:
+    def _observe(self, source_id: int, path: Path, *, writing: bool | None = None) -> None:
         try:
-            st = path.stat()
+            st = os.lstat(path)  # the name, never what a symlink points at
         except FileNotFoundError:
             with self._lock:
                 self._candidates.pop((source_id, path), None)
             return
-        if not path.is_file():
+        if stat.S_ISDIR(st.st_mode):
             return
         now = time.monotonic()
         with self._lock:
             key = (source_id, path)
             seen = self._candidates.get(key)
             if seen is None:
-                self._candidates[key] = _Candidate(st.st_size, st.st_mtime_ns, now, datetime.now(UTC))
+                seen = self._candidates[key] = _Candidate(st.st_size, st.st_mtime_ns, now, datetime.now(UTC))
             elif (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
                 seen.size, seen.mtime_ns, seen.stable_since = st.st_size, st.st_mtime_ns, now
+            if writing is not None:
+                # A link, pipe or device gets no close event (link(), mkfifo()):
+                # intake refuses it once it settled, so it must not wait for one.
+                seen.open = writing and what_it_is(st) is None
 
     # -- settling --------------------------------------------------------
 
@@ -171,8 +210,14 @@ class FolderWatcher:
             self._observe(*key)  # refresh: a change restarts the settle clock
             with self._lock:
                 cand = self._candidates.get(key)
-            if cand is None or time.monotonic() - cand.stable_since < self._settle:
+            if cand is None:
                 continue
+            still = time.monotonic() - cand.stable_since
+            if still < self._settle or (cand.open and still < self._stale_open):
+                continue
+            if cand.open:
+                log.warning("watch_close_not_seen", file=str(key[1]), still_s=round(still, 1),
+                            note="no close event was seen for this file; taken as it is")
             source_id, path = key
             marker = self._marker_for(path)
             if self._done_markers and marker is None:
@@ -193,9 +238,15 @@ class FolderWatcher:
         try:
             self._deliver(Arrival(path=path, source_id=inbox.source_id, market_id=inbox.market_id,
                                   kind=inbox.kind, original_name=path.name,
-                                  protocol="watch", received_at=cand.first_seen))
+                                  protocol="watch", received_at=cand.first_seen, shared=True,
+                                  settled=(cand.size, cand.mtime_ns)))
         except FileNotFoundError:
             return  # claimed by someone else (or removed) meanwhile
+        except FileChanged as exc:
+            # Written to while we claimed it: nothing was taken; it settles again first.
+            log.info("watch_file_changed", file=str(path), reason=str(exc))
+            self._observe(key, path)
+            return
         except Exception:
             log.exception("watch_deliver_failed", file=str(path), inbox=str(inbox.path))
             return  # stays in the inbox; the next scan tries again

@@ -178,6 +178,28 @@ def test_temporary_names_and_folders_are_ignored(
     assert len(list((open_server.root / "drop").iterdir())) == 5
 
 
+@pytest.mark.parametrize("listing_follows", [False, True], ids=["lstat-listing", "stat-listing"])
+def test_a_remote_symlink_is_never_fetched(
+        local_lite: Local, open_server: OpenServer, tmp_path: Path, listing_follows: bool) -> None:
+    """Whether the server lists the link as a link or with its target's attributes."""
+    secret = tmp_path / "secret.csv"
+    secret.write_bytes(b"sku,qty\nSECRET,9\n")
+    os.utime(secret, (OLD, OLD))
+    (open_server.root / "drop" / "stock.csv").symlink_to(secret)
+    open_server.list_follows_links = listing_follows
+    source = local_lite.source(**open_pull(open_server))
+    svc = local_lite.service(source)
+    with capture_logs() as logs:
+        reports = [svc.poll_once(source) for _ in range(3)]
+    assert all(r.fetched == [] for r in reports)
+    assert local_lite.spool.arrivals == [] and local_lite.rows() == []
+    assert not [c for c in open_server.calls if c[0] == "open-read"]
+    assert (open_server.root / "drop" / "stock.csv").is_symlink() and secret.exists()
+    if listing_follows:  # listed as a file, refused by lstat: said once
+        assert reports[1].refused == ["/drop/stock.csv"] == reports[2].refused
+        assert [e["what"] for e in logs if e["event"] == "pull_refused"] == ["a symbolic link"]
+
+
 def test_with_after_move_the_remote_file_goes_to_processed_and_an_existing_name_gets_a_timestamp(
         local_lite: Local, open_server: OpenServer) -> None:
     clock = lambda: datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
