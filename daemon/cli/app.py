@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.db import migrate
 from daemon.db.engine import make_engine, session_factory
+from daemon.errors import UserError
 from daemon.settings import Settings, load_settings, session_info
 
 
@@ -95,3 +96,16 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
 
 def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """A --since option: an ISO date or time, UTC unless it names its zone."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"--since: not an ISO date or time: {value!r}; give a date (2026-05-01) or a "
+                        "time (2026-05-01T08:00, UTC unless it names its zone: 2026-05-01T08:00+02:00)"
+                        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

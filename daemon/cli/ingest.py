@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from daemon import exitcodes
-from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.cli.app import App, emit_json, fmt_time, parse_since, table
 from daemon.db import stock as store
 from daemon.db import uploads
 from daemon.db.catalog import get_source
-from daemon.errors import NotFound, UserError
+from daemon.errors import NotFound
 from daemon.inventory.uploads import UploadStatus
 
 if TYPE_CHECKING:  # the pipeline (polars, the parser) is imported by the commands that run it
@@ -113,18 +113,6 @@ def upload(app: App, file: Path, source: str, merchant: str | None, as_json: boo
     _exit_for(outcome)
 
 
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"--since: not an ISO date or time: {value!r}; give a date (2026-05-01) or a "
-                        "time (2026-05-01T08:00, UTC unless it names its zone: 2026-05-01T08:00+02:00)"
-                        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def _write_file(path: Path, write: Callable[[Path], int]) -> int:
     """``write`` into a temporary name beside ``path``, then rename: no half-written file is left."""
     tmp = path.with_name(f".{path.name}.part")
@@ -164,11 +152,11 @@ def history(ctx: click.Context, source: str | None, market: str | None, merchant
         if fmt == "xlsx" and output in (None, "-"):
             raise click.UsageError("--format xlsx needs -o FILE: a workbook is not written to a terminal")
         _export(app, fmt, output, limit, merchant=merchant, source=source, market=market, status=status,
-                since=_since(since))
+                since=parse_since(since))
         return
     with app.transaction() as session:
         rows = uploads.history(session, merchant=merchant, source=source, market=market, status=status,
-                               since=_since(since), limit=limit or 100)
+                               since=parse_since(since), limit=limit or 100)
     if as_json:
         emit_json({"uploads": rows})
         return

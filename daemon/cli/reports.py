@@ -6,13 +6,13 @@ The outbox listing is read-only and must start fast: the digest's modules
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from daemon import exitcodes
-from daemon.cli.app import App, emit_json, fmt_time, table
+from daemon.cli.app import App, emit_json, fmt_time, parse_since, table
 from daemon.db import email as db_email
 from daemon.errors import UserError
 
@@ -35,16 +35,6 @@ def outbox(app: App, status: str | None, kind: str | None, limit: int, as_json: 
     table([[str(r.id), r.kind, ", ".join(r.to), r.subject[:72], r.status, str(r.attempts), fmt_time(r.created_at),
             (r.last_error or "")[:60]] for r in rows],
           ["ID", "KIND", "TO", "SUBJECT", "STATUS", "TRIES", "CREATED", "LAST ERROR"])
-
-
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"--since: not an ISO date or time: {value!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,7 @@ def send(app: App, merchant: str | None, since: str | None, as_json: bool) -> No
     chosen = settings.merchant(merchant)
     with app.transaction() as session:
         sync_with_config(session, settings, app.now())
-    written = Digests(app.sessions, settings).write_now(chosen, since=_since(since))
+    written = Digests(app.sessions, settings).write_now(chosen, since=parse_since(since))
     if not written:
         raise UserError(f"merchant {chosen.name!r} has no report_recipients (nor any source of its): "
                         "nobody to send a digest to")
@@ -129,7 +119,7 @@ def preview(app: App, merchant: str | None, source: str | None, since: str | Non
     chosen = settings.merchant(merchant)
     with app.transaction() as session:
         sync_with_config(session, settings, app.now())
-    draft = Digests(app.sessions, settings).preview(chosen, since=_since(since), source=source)
+    draft = Digests(app.sessions, settings).preview(chosen, since=parse_since(since), source=source)
     content = render.page(draft.body) if fmt == "html" else render.text(draft.body)
     if output is None:
         click.echo(content, nl=False)
