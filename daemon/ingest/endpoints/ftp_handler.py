@@ -26,6 +26,7 @@ from daemon.auth.accounts import Authenticator
 from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_fs import StagingWriter
+from daemon.ingest.endpoints.gate import Ticket
 from daemon.ingest.endpoints.jail import (
     Area,
     Jail,
@@ -119,6 +120,9 @@ class HandlerMixin(_ControlBase):
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         # set before the base __init__, which may call close() on a bad socket
+        self.ticket: Ticket | None = server.admitting
+        if self.ticket is not None:
+            self.ticket.hang_up = self._login_timed_out
         self.jail: Jail | None = None
         self.sender: Sender | None = None
         self._upload: _Upload | None = None
@@ -128,12 +132,12 @@ class HandlerMixin(_ControlBase):
 
     # --- connect and login
 
-    def handle(self) -> None:
-        if self.ctx.bans.is_banned(self.remote_ip, time.monotonic()):
-            self.respond("421 Too many failed logins from your address; try again later.")
+    def _login_timed_out(self) -> None:
+        # called by the gate, from the server's thread, as pyftpdlib's own idle timeout is
+        if not self._closed and not self._closing:
+            self.respond("421 Login timed out.")
             self.close_when_done()
-            return
-        super().handle()
+
 
     def ftp_PASS(self, line: str) -> None:
         if self.authenticated:
@@ -142,7 +146,7 @@ class HandlerMixin(_ControlBase):
         if not self.username:
             self.respond("503 Login with USER first.")
             return
-        bans, now = self.ctx.bans, time.monotonic()
+        bans, now = self.ctx.bans, time.time()
         if bans.is_banned(self.remote_ip, now):
             self.respond("421 Too many failed logins from your address; try again later.")
             self.close_when_done()
@@ -151,14 +155,16 @@ class HandlerMixin(_ControlBase):
         if self.username.lower() not in _ANONYMOUS:
             account = self.ctx.authenticator.check_password(self.username, line)
         if account is None:
-            log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip)
-            if bans.failed(self.remote_ip, now):
+            known = self.ctx.authenticator.knows(self.username)
+            log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip,
+                     known_user=known)
+            if bans.failed(self.remote_ip, self.username, now, known_user=known):
                 self.respond("421 Too many failed logins from your address; try again later.")
                 self.close_when_done()
                 return
             self.handle_auth_failed("", line)
             return
-        bans.succeeded(self.remote_ip, now)
+        bans.succeeded(self.remote_ip, self.username, now)
         jail = Jail(account.root)
         try:
             jail.ensure_folders()
@@ -173,6 +179,8 @@ class HandlerMixin(_ControlBase):
         self.sender = Sender(account.source_id, account.username, self.remote_ip, protocol,
                              account.market_id, account.kind)
         self.handle_auth_success(str(account.root), line, "Logged in. Uploads go to /inbox.")
+        if self.ticket is not None:
+            self.ticket.logged_in()
 
     # --- helpers
 
@@ -370,6 +378,8 @@ class HandlerMixin(_ControlBase):
     # --- teardown
 
     def close(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()  # its slot is free again
         super().close()
         # whatever was not settled is incomplete (and possibly a stray queued STOR)
         self._drop_upload()

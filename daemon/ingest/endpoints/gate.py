@@ -1,0 +1,165 @@
+"""Who may connect to a hosted endpoint: bans and connection limits, checked at accept.
+
+A connection is refused before any protocol work (no SSH handshake, no FTP
+handler) when its address is banned or over a limit, so a flood from one
+address costs an accept and a close each and cannot take the slots another
+address needs:
+
+- ``max_connections`` in all, ``max_per_ip`` from one address;
+- ``max_unauthenticated`` not yet logged in, ``max_unauthenticated_per_ip``
+  of those from one address; a connection not logged in within
+  ``auth_timeout`` is hung up.
+
+A refusal by a per-address limit scores against the address in the
+``BanList`` (a flooder gets banned); a refusal by a total does not, since
+the honest client that finds the server full did nothing wrong. Each refused
+connection is one log line.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from daemon.auth.bans import BanList
+
+log = structlog.get_logger(__name__)
+
+BANNED = "banned"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 50
+    max_per_ip: int = 10
+    max_unauthenticated: int = 20
+    max_unauthenticated_per_ip: int = 5
+    auth_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_per_ip", "max_unauthenticated", "max_unauthenticated_per_ip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.auth_timeout <= 0:
+            raise ValueError("auth_timeout must be above 0")
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One admitted connection, until it is released."""
+
+    gate: Gate
+    address: str
+    opened: float
+    authenticated: bool = False
+    hang_up: Callable[[], None] | None = None  # how the endpoint closes this connection
+    _released: bool = field(default=False, repr=False)
+
+    def logged_in(self) -> None:
+        self.gate._logged_in(self)
+
+    def release(self) -> None:
+        self.gate._release(self)
+
+
+class Gate:
+    def __init__(self, protocol: str, limits: Limits, bans: BanList,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.protocol = protocol
+        self.limits = limits
+        self.bans = bans
+        self.refused_total = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tickets: set[Ticket] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._unauth: set[Ticket] = set()
+        self._unauth_per_ip: Counter[str] = Counter()
+
+    def admit(self, address: str) -> Ticket | str:
+        """A ticket for a new connection from ``address``, or why it is refused (logged)."""
+        now = self._clock()
+        if self.bans.is_banned(address, now):
+            self._refused(address, BANNED)
+            return BANNED
+        with self._lock:
+            reason, scored = self._over_limit_locked(address)
+            if reason is None:
+                ticket = Ticket(self, address, now)
+                self._tickets.add(ticket)
+                self._per_ip[address] += 1
+                self._unauth.add(ticket)
+                self._unauth_per_ip[address] += 1
+                return ticket
+        banned = scored and self.bans.limit_exceeded(address, now)
+        self._refused(address, reason, banned=banned)
+        if banned:
+            self.hang_up_unauthenticated(address)
+        return reason
+
+    def _over_limit_locked(self, address: str) -> tuple[str | None, bool]:
+        lim = self.limits
+        if self._per_ip[address] >= lim.max_per_ip:
+            return "max_per_ip", True
+        if self._unauth_per_ip[address] >= lim.max_unauthenticated_per_ip:
+            return "max_unauthenticated_per_ip", True
+        if len(self._tickets) >= lim.max_connections:
+            return "max_connections", False
+        if len(self._unauth) >= lim.max_unauthenticated:
+            return "max_unauthenticated", False
+        return None, False
+
+    def _refused(self, address: str, reason: str, **extra: object) -> None:
+        self.refused_total += 1
+        log.info("connection_refused", protocol=self.protocol, remote_addr=address, reason=reason, **extra)
+
+    def hang_up_unauthenticated(self, address: str) -> None:
+        """Close ``address``'s connections not yet logged in (it was just banned)."""
+        with self._lock:
+            doomed = [t for t in self._unauth if t.address == address]
+        for t in doomed:
+            if t.hang_up is not None:
+                t.hang_up()
+
+    def expire(self) -> list[Ticket]:
+        """Hang up connections that did not log in within ``auth_timeout``; which they were."""
+        cutoff = self._clock() - self.limits.auth_timeout
+        with self._lock:
+            late = [t for t in self._unauth if t.opened <= cutoff]
+        for t in late:
+            log.info("login_timeout", protocol=self.protocol, remote_addr=t.address,
+                     auth_timeout=self.limits.auth_timeout)
+            if t.hang_up is not None:
+                t.hang_up()
+            self._logged_in(t, counted=False)  # no longer waiting to log in: frees its pre-login slot
+        return late
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"connections": len(self._tickets), "unauthenticated": len(self._unauth)}
+
+    def _logged_in(self, ticket: Ticket, counted: bool = True) -> None:
+        with self._lock:
+            if ticket in self._unauth:
+                self._unauth.discard(ticket)
+                self._unauth_per_ip[ticket.address] -= 1
+                if self._unauth_per_ip[ticket.address] <= 0:
+                    del self._unauth_per_ip[ticket.address]
+            if counted:
+                ticket.authenticated = True
+
+    def _release(self, ticket: Ticket) -> None:
+        self._logged_in(ticket, counted=False)
+        with self._lock:
+            if ticket._released:
+                return
+            ticket._released = True
+            self._tickets.discard(ticket)
+            self._per_ip[ticket.address] -= 1
+            if self._per_ip[ticket.address] <= 0:
+                del self._per_ip[ticket.address]
