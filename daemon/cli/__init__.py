@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "outbox": ("reports", "outbox", "The email outbox, newest first: pending, sent, failed (refused for good), coalesced (held back)."),
     "user": ("users", "user", "Logins for the FTP and SFTP endpoints, each jailed to one source's folder."),
     "sftp": ("users", "sftp", "The hosted SFTP endpoint."),
+    "ban": ("bans", "ban", "Addresses banned from the FTP and SFTP endpoints: list them, lift a ban."),
 }
 
 
