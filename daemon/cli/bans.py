@@ -25,7 +25,7 @@ class _Listed:
 
 @click.group("ban")
 def ban() -> None:
-    """Addresses banned from the FTP and SFTP endpoints for failed logins or floods."""
+    """Addresses banned from the FTP and SFTP endpoints: list them, lift a ban."""
 
 
 @ban.command("list")
