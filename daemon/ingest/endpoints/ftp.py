@@ -27,7 +27,7 @@ from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_data import DtpMixin, RecvMixin
 from daemon.ingest.endpoints.ftp_fs import JailedFS
 from daemon.ingest.endpoints.ftp_handler import Authorizer, Context, HandlerMixin, commands
-from daemon.ingest.endpoints.gate import BANNED, Gate, Limits, Ticket
+from daemon.ingest.endpoints.gate import BANNED, LISTEN_BACKLOG, Gate, Limits, Ticket
 
 try:  # FTPS needs pyOpenSSL; plain FTP works without it
     from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
@@ -89,7 +89,7 @@ class _Server(ThreadedFTPServer):
         # Its own loop too: pyftpdlib's default loop is process-wide, so a
         # second server (FTPS beside FTP, a restart, a test) would share it
         # and stopping one would close the other's listener.
-        super().__init__(address, handler, ioloop=IOLoop())
+        super().__init__(address, handler, ioloop=IOLoop(), backlog=LISTEN_BACKLOG)
 
     def handle_accepted(self, sock: Any, addr: Any) -> None:
         # Bans and limits before pyftpdlib builds a handler: a refused
@@ -214,6 +214,7 @@ class FtpService:
             log.exception("ftp_server_died")
         finally:
             server.close_all()
+            self.gate.flush_log(everything=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()

@@ -12,8 +12,14 @@ address needs:
 
 A refusal by a per-address limit scores against the address in the
 ``BanList`` (a flooder gets banned); a refusal by a total does not, since
-the honest client that finds the server full did nothing wrong. Each refused
-connection is one log line.
+the honest client that finds the server full did nothing wrong.
+
+Refusals are logged one line each, without tracebacks; but the refusals of
+one address for one reason within ``LOG_EVERY_S`` are one line, written at
+the first and at the last, whose ``repeats`` counts the others (every line
+stands for 1 + ``repeats`` refusals): a flood reconnecting thousands of times a
+second would otherwise cost more in log lines than in refusals (and
+journald drops lines past its rate limit).
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ from daemon.auth.bans import BanList
 log = structlog.get_logger(__name__)
 
 BANNED = "banned"
+# The listen queue of both endpoints. A full queue drops new SYNs and the
+# client retries a second later: with pyftpdlib's and our old 100, a flood
+# filled it and an honest client waited out that retry. Refusing is fast
+# (thousands a second), so a long queue is drained long before that.
+LISTEN_BACKLOG = 2048
+LOG_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,14 @@ class Gate:
         self._per_ip: Counter[str] = Counter()
         self._unauth: set[Ticket] = set()
         self._unauth_per_ip: Counter[str] = Counter()
+        # (address, reason) -> [when its last line was written, refusals since]
+        self._quiet: dict[tuple[str, str], list[float]] = {}
 
     def admit(self, address: str) -> Ticket | str:
         """A ticket for a new connection from ``address``, or why it is refused (logged)."""
         now = self._clock()
         if self.bans.is_banned(address, now):
-            self._refused(address, BANNED)
+            self._refused(address, BANNED, now)
             return BANNED
         with self._lock:
             reason, scored = self._over_limit_locked(address)
@@ -97,7 +111,7 @@ class Gate:
                 self._unauth_per_ip[address] += 1
                 return ticket
         banned = scored and self.bans.limit_exceeded(address, now)
-        self._refused(address, reason, banned=banned)
+        self._refused(address, reason, now, banned=banned)
         if banned:
             self.hang_up_unauthenticated(address)
         return reason
@@ -114,9 +128,31 @@ class Gate:
             return "max_unauthenticated", False
         return None, False
 
-    def _refused(self, address: str, reason: str, **extra: object) -> None:
-        self.refused_total += 1
-        log.info("connection_refused", protocol=self.protocol, remote_addr=address, reason=reason, **extra)
+    def _refused(self, address: str, reason: str, now: float, banned: bool = False) -> None:
+        with self._lock:
+            self.refused_total += 1
+            quiet = self._quiet.get((address, reason))
+            if quiet is not None and now - quiet[0] < LOG_EVERY_S and not banned:
+                quiet[1] += 1
+                return
+            repeats = int(quiet[1]) if quiet is not None else 0
+            self._quiet[(address, reason)] = [now, 0]
+        extra = {"banned": True} if banned else {}
+        log.info("connection_refused", protocol=self.protocol, remote_addr=address, reason=reason,
+                 repeats=repeats, **extra)
+
+    def flush_log(self, everything: bool = False) -> None:
+        """Write the lines held back for refusals more than ``LOG_EVERY_S`` ago (all: at stop)."""
+        now = self._clock()
+        with self._lock:
+            due = [(key, int(q[1])) for key, q in self._quiet.items()
+                   if everything or now - q[0] >= LOG_EVERY_S]
+            for key, _ in due:
+                del self._quiet[key]
+        for (address, reason), held in due:
+            if held:  # this line is the last of them; repeats, the others
+                log.info("connection_refused", protocol=self.protocol, remote_addr=address, reason=reason,
+                         repeats=held - 1)
 
     def hang_up_unauthenticated(self, address: str) -> None:
         """Close ``address``'s connections not yet logged in (it was just banned)."""
@@ -128,6 +164,7 @@ class Gate:
 
     def expire(self) -> list[Ticket]:
         """Hang up connections that did not log in within ``auth_timeout``; which they were."""
+        self.flush_log()
         cutoff = self._clock() - self.limits.auth_timeout
         with self._lock:
             late = [t for t in self._unauth if t.opened <= cutoff]

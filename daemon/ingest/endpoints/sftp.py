@@ -27,7 +27,7 @@ from daemon.auth.accounts import Account, Authenticator
 from daemon.auth.bans import BanList
 from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 from daemon.ingest.arrival import Arrival
-from daemon.ingest.endpoints.gate import Gate, Limits, Ticket
+from daemon.ingest.endpoints.gate import LISTEN_BACKLOG, Gate, Limits, Ticket
 from daemon.ingest.endpoints.jail import Jail
 from daemon.ingest.endpoints.sftp_fs import SftpServer
 
@@ -201,6 +201,7 @@ class SftpService:
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._address: tuple[str, int] | None = None
+        self._housekept = 0.0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -218,7 +219,7 @@ class SftpService:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("sftp: already running")
         key = self.host_key
-        listener = socket.create_server((self.config.host, self.config.port), backlog=100)
+        listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
         listener.settimeout(0.2)  # the accept loop wakes to notice stop() and idle sessions
         self._listener = listener
         self._address = listener.getsockname()[:2]
@@ -250,7 +251,9 @@ class SftpService:
             listener.close()
 
     def _admit(self, conn: socket.socket, remote_addr: str) -> None:
-        self._housekeeping()
+        now = time.monotonic()
+        if now - self._housekept >= 0.1:  # not on every accept: a flood brings thousands a second
+            self._housekeeping()
         ticket = self.gate.admit(remote_addr)
         if isinstance(ticket, str):
             # a reset, not a FIN: nothing of a refused connection stays in TIME_WAIT
@@ -280,7 +283,7 @@ class SftpService:
 
     def _housekeeping(self) -> None:
         self.gate.expire()  # paramiko has no login deadline on the server side
-        now = time.monotonic()
+        now = self._housekept = time.monotonic()
         with self._lock:
             sessions = list(self._sessions)
         for s in sessions:
@@ -317,6 +320,7 @@ class SftpService:
         for s in sessions:
             self._join_session(s, deadline)
             s.ticket.release()
+        self.gate.flush_log(everything=True)
         self._thread = None
 
     def check(self) -> None:
