@@ -183,3 +183,10 @@ def test_a_source_may_send_its_reports_to_recipients_of_its_own(tmp_path: Path) 
     problems = problems_of({"merchants": [{"name": "m", "sources": [
         {"name": "wh", "report_recipients": ["a@b.com, evil@x.com"]}]}]}, tmp_path)
     assert "not an email address" in problems["merchants[0].sources[0].report_recipients"]
+
+
+def test_bans_take_their_old_max_failures_key_and_their_scores(tmp_path: Path) -> None:
+    s = parse_settings({"listeners": {"bans": {"max_failures": 3}}}, base=tmp_path)
+    assert (s.listeners.bans.threshold, s.listeners.bans.score_invalid) == (3, 2)
+    problems = problems_of({"listeners": {"bans": {"threshold": 0}, "sftp": {"auth_timeout": 0}}}, tmp_path)
+    assert set(problems) == {"listeners.bans.threshold", "listeners.sftp.auth_timeout"}

@@ -295,3 +295,24 @@ def test_refusals_of_one_address_within_a_second_are_one_line_with_a_count() -> 
     assert lines == [("10.0.0.1", "max_per_ip", 0), ("10.0.0.1", "max_per_ip", 2),
                      ("10.0.0.1", "max_per_ip", 0)]  # 1 + 0, then the other 3, then 1
     assert gate.refused_total == 5
+
+
+def test_an_ftp_client_that_does_not_log_in_within_auth_timeout_is_hung_up(start_ftp) -> None:  # type: ignore[no-untyped-def]
+    service: FtpService = start_ftp(auth_timeout=1)
+    with capture_logs() as logs, ftplib.FTP(timeout=WAIT) as ftp:
+        ftp.connect(*service.address)
+        with pytest.raises(ftplib.error_temp, match="421 Login timed out"):
+            ftp.getresp()  # nothing sent: the next thing heard is the hang-up
+    assert [e["protocol"] for e in logs if e["event"] == "login_timeout"] == ["ftp"]
+    wait_for(lambda: service.gate.counts() == {"connections": 0, "unauthenticated": 0},
+             what="the slot to be released")
+
+
+def test_a_logged_in_ftp_client_is_not_hung_up_at_auth_timeout(start_ftp) -> None:  # type: ignore[no-untyped-def]
+    service: FtpService = start_ftp(auth_timeout=1)
+    with ftplib.FTP(timeout=WAIT) as ftp:
+        ftp.connect(*service.address)
+        ftp.login(USER, PASSWORD)
+        time.sleep(1.5)  # past auth_timeout, well within idle_timeout
+        ftp.voidcmd("NOOP")
+        assert service.gate.counts() == {"connections": 1, "unauthenticated": 0}
