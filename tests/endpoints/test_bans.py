@@ -222,3 +222,19 @@ def test_a_store_that_is_down_neither_stops_logins_nor_loses_a_ban(tmp_path: Pat
     store.down = False
     assert bans.is_banned("a", POLICY.refresh_s + 2)  # the refresh saved it first
     assert [b.address for b in store.saved] == ["a"]
+
+
+def test_a_ban_ended_longer_ago_than_remember_s_is_deleted(database) -> None:  # type: ignore[no-untyped-def]
+    now = 1_800_000_000.0
+    sessions = session_factory(database.engine)
+    _ban(BanList(POLICY, DbBanStore(sessions)), "10.0.0.9", now)
+    assert DbBanStore(sessions).load(now + 2, POLICY.remember_s) != []
+    assert DbBanStore(sessions).load(now + 104 + POLICY.remember_s + 1, POLICY.remember_s) == []
+    with sessions() as session:
+        assert ban_rows.recent_bans(session, _at(0)) == []
+
+
+def _at(seconds: float):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC)

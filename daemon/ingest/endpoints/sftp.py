@@ -280,6 +280,7 @@ class SftpService:
             log.warning("sftp_session_failed", remote_addr=remote_addr, error=str(exc))
             session.close()
             conn.close()
+            ticket.release()  # housekeeping releases it too if the session was listed: once is once
 
     def _housekeeping(self) -> None:
         self.gate.expire()  # paramiko has no login deadline on the server side
