@@ -200,8 +200,9 @@ def flood(address: tuple[str, int], count: int) -> Iterator[list[socket.socket]]
             s = socket.socket()
             s.bind((FLOODER, 0))
             s.settimeout(WAIT)
-            s.connect(address)
             socks.append(s)
+            with contextlib.suppress(ConnectionResetError):  # refused before connect() returned
+                s.connect(address)
         yield socks
     finally:
         for s in socks:

@@ -26,7 +26,7 @@ from daemon.auth.accounts import Authenticator
 from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_fs import StagingWriter
-from daemon.ingest.endpoints.gate import Ticket
+from daemon.ingest.endpoints.gate import BANNED, Ticket
 from daemon.ingest.endpoints.jail import (
     Area,
     Jail,
@@ -51,6 +51,7 @@ else:
 log = structlog.get_logger(__name__)
 
 RESUME_REFUSED = "Resume is not supported; upload the whole file again."
+_BANNED_REPLY = "421 Too many failed logins from your address; try again later."
 _ANONYMOUS = {"anonymous", "ftp"}
 
 
@@ -122,7 +123,7 @@ class HandlerMixin(_ControlBase):
         # set before the base __init__, which may call close() on a bad socket
         self.ticket: Ticket | None = server.admitting
         if self.ticket is not None:
-            self.ticket.hang_up = self._login_timed_out
+            self.ticket.hang_up = self._hang_up
         self.jail: Jail | None = None
         self.sender: Sender | None = None
         self._upload: _Upload | None = None
@@ -132,10 +133,10 @@ class HandlerMixin(_ControlBase):
 
     # --- connect and login
 
-    def _login_timed_out(self) -> None:
+    def _hang_up(self, why: str) -> None:
         # called by the gate, from the server's thread, as pyftpdlib's own idle timeout is
         if not self._closed and not self._closing:
-            self.respond("421 Login timed out.")
+            self.respond(_BANNED_REPLY if why == BANNED else "421 Login timed out.")
             self.close_when_done()
 
 
@@ -148,7 +149,7 @@ class HandlerMixin(_ControlBase):
             return
         bans, now = self.ctx.bans, time.time()
         if bans.is_banned(self.remote_ip, now):
-            self.respond("421 Too many failed logins from your address; try again later.")
+            self.respond(_BANNED_REPLY)
             self.close_when_done()
             return
         account = None
@@ -159,7 +160,7 @@ class HandlerMixin(_ControlBase):
             log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip,
                      known_user=known)
             if bans.failed(self.remote_ip, self.username, now, known_user=known):
-                self.respond("421 Too many failed logins from your address; try again later.")
+                self.respond(_BANNED_REPLY)
                 self.close_when_done()
                 return
             self.handle_auth_failed("", line)

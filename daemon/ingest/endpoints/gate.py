@@ -37,6 +37,7 @@ from daemon.auth.bans import BanList
 log = structlog.get_logger(__name__)
 
 BANNED = "banned"
+LATE = "auth_timeout"
 # The listen queue of both endpoints. A full queue drops new SYNs and the
 # client retries a second later: with pyftpdlib's and our old 100, a flood
 # filled it and an honest client waited out that retry. Refusing is fast
@@ -69,7 +70,7 @@ class Ticket:
     address: str
     opened: float
     authenticated: bool = False
-    hang_up: Callable[[], None] | None = None  # how the endpoint closes this connection
+    hang_up: Callable[[str], None] | None = None  # how the endpoint closes it, told why (BANNED, LATE)
     _released: bool = field(default=False, repr=False)
 
     def logged_in(self) -> None:
@@ -160,7 +161,7 @@ class Gate:
             doomed = [t for t in self._unauth if t.address == address]
         for t in doomed:
             if t.hang_up is not None:
-                t.hang_up()
+                t.hang_up(BANNED)
 
     def expire(self) -> list[Ticket]:
         """Hang up connections that did not log in within ``auth_timeout``; which they were."""
@@ -172,7 +173,7 @@ class Gate:
             log.info("login_timeout", protocol=self.protocol, remote_addr=t.address,
                      auth_timeout=self.limits.auth_timeout)
             if t.hang_up is not None:
-                t.hang_up()
+                t.hang_up(LATE)
             self._logged_in(t, counted=False)  # no longer waiting to log in: frees its pre-login slot
         return late
 

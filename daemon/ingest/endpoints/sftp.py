@@ -262,15 +262,16 @@ class SftpService:
             conn.close()
             return
         session = Session(self._ctx, remote_addr, ticket)
-        ticket.hang_up = session.close
+        ticket.hang_up = lambda _why: session.close()
         try:
             conn.settimeout(None)
             transport = paramiko.Transport(conn)
             session.transport = transport
             transport.add_server_key(self.host_key)
             transport.set_subsystem_handler("sftp", SftpServer, session)
-            transport.handshake_timeout = self.config.auth_timeout
-            transport.banner_timeout = self.config.auth_timeout
+            # the gate hangs up at auth_timeout, and logs it; paramiko's own
+            # deadlines are only a backstop, so they must not come first
+            transport.handshake_timeout = transport.banner_timeout = self.config.auth_timeout + 5
             with self._lock:
                 self._sessions.append(session)
             # with an event, start_server returns at once; the handshake runs
