@@ -44,6 +44,14 @@ LATE = "auth_timeout"
 # (thousands a second), so a long queue is drained long before that.
 LISTEN_BACKLOG = 2048
 LOG_EVERY_S = 1.0
+# At most this many refusals a second. A refusal is cheap, so a flooder that
+# reconnects at once keeps our accept thread (and its own process) busy at
+# tens of thousands a second, and an honest login on the same cores waits
+# for CPU; paced, the flood slows down with us. The accept queue (2048) holds
+# what waits, and at this pace even a 300-connection flood ahead of an honest
+# client is through in a sixth of a second.
+MAX_REFUSALS_PER_S = 2000
+_PACE_WINDOW_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -95,12 +103,14 @@ class Gate:
         self._unauth_per_ip: Counter[str] = Counter()
         # (address, reason) -> [when its last line was written, refusals since]
         self._quiet: dict[tuple[str, str], list[float]] = {}
+        self._pace_start, self._pace_count = 0.0, 0
 
     def admit(self, address: str) -> Ticket | str:
         """A ticket for a new connection from ``address``, or why it is refused (logged)."""
         now = self._clock()
         if self.bans.is_banned(address, now):
             self._refused(address, BANNED, now)
+            self._pace()
             return BANNED
         with self._lock:
             reason, scored = self._over_limit_locked(address)
@@ -115,7 +125,20 @@ class Gate:
         self._refused(address, reason, now, banned=banned)
         if banned:
             self.hang_up_unauthenticated(address)
+        self._pace()
         return reason
+
+    def _pace(self) -> None:
+        """Hold the accepting thread once refusals run over ``MAX_REFUSALS_PER_S``."""
+        t = time.monotonic()
+        with self._lock:
+            if t - self._pace_start >= _PACE_WINDOW_S:
+                self._pace_start, self._pace_count = t, 0
+            self._pace_count += 1
+            wait = self._pace_start + _PACE_WINDOW_S - t
+            over = self._pace_count >= MAX_REFUSALS_PER_S * _PACE_WINDOW_S
+        if over and wait > 0:
+            time.sleep(wait)
 
     def _over_limit_locked(self, address: str) -> tuple[str | None, bool]:
         lim = self.limits
