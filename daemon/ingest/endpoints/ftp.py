@@ -26,7 +26,7 @@ from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_data import DtpMixin, RecvMixin
 from daemon.ingest.endpoints.ftp_fs import JailedFS
-from daemon.ingest.endpoints.ftp_handler import Authorizer, Context, HandlerMixin, commands
+from daemon.ingest.endpoints.ftp_handler import BANNED_REPLY, Authorizer, Context, HandlerMixin, commands
 from daemon.ingest.endpoints.gate import BANNED, LISTEN_BACKLOG, Gate, Limits, Ticket
 
 try:  # FTPS needs pyOpenSSL; plain FTP works without it
@@ -68,7 +68,7 @@ class FtpConfig:
 
 
 _REFUSALS = {
-    BANNED: b"421 Too many failed logins from your address; try again later.\r\n",
+    BANNED: BANNED_REPLY.encode() + b"\r\n",
     "max_per_ip": b"421 Too many connections from your address.\r\n",
     "max_unauthenticated_per_ip": b"421 Too many connections not logged in from your address.\r\n",
 }
@@ -111,10 +111,10 @@ class _Server(ThreadedFTPServer):
                 ticket.release()
 
     def _loop(self, handler: Any) -> None:
-        # A connection refused in handle() (a banned address) is closed
-        # before its thread starts; pyftpdlib would still register its
-        # closed socket and die on the error (EINVAL, not the EBADF it
-        # expects), with a traceback for a refusal that was already logged.
+        # A handler closed while it was built (the client left at once) is
+        # closed before its thread starts; pyftpdlib would still register
+        # its closed socket and die on the error (EINVAL, not the EBADF it
+        # expects), with a traceback for a connection that was already gone.
         if handler._closed:
             return
         super()._loop(handler)

@@ -51,7 +51,7 @@ else:
 log = structlog.get_logger(__name__)
 
 RESUME_REFUSED = "Resume is not supported; upload the whole file again."
-_BANNED_REPLY = "421 Too many failed logins from your address; try again later."
+BANNED_REPLY = "421 Too many failed logins from your address; try again later."
 _ANONYMOUS = {"anonymous", "ftp"}
 
 
@@ -136,7 +136,7 @@ class HandlerMixin(_ControlBase):
     def _hang_up(self, why: str) -> None:
         # called by the gate, from the server's thread, as pyftpdlib's own idle timeout is
         if not self._closed and not self._closing:
-            self.respond(_BANNED_REPLY if why == BANNED else "421 Login timed out.")
+            self.respond(BANNED_REPLY if why == BANNED else "421 Login timed out.")
             self.close_when_done()
 
 
@@ -149,7 +149,7 @@ class HandlerMixin(_ControlBase):
             return
         bans, now = self.ctx.bans, time.time()
         if bans.is_banned(self.remote_ip, now):
-            self.respond(_BANNED_REPLY)
+            self.respond(BANNED_REPLY)
             self.close_when_done()
             return
         account = None
@@ -160,7 +160,7 @@ class HandlerMixin(_ControlBase):
             log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip,
                      known_user=known)
             if bans.failed(self.remote_ip, self.username, now, known_user=known):
-                self.respond(_BANNED_REPLY)
+                self.respond(BANNED_REPLY)
                 self.close_when_done()
                 return
             self.handle_auth_failed("", line)
