@@ -225,11 +225,20 @@ class BanList:
             self._refreshing.release()
 
 
+_REASON_TARGETS = 5
+
+
 def _reason(targets: dict[str, deque[tuple[float, int]]]) -> str:
-    """What got an address banned, for people: ``failed logins as wh2 x4; connection limits x1``."""
+    """What got an address banned, for people: ``failed logins as wh2 x4; connection limits x1``.
+
+    The names are the client's, so they are shown escaped and cut short.
+    """
     parts = []
-    for target, events in sorted(targets.items()):
-        what = "connection limits" if target == LIMITS else f"failed logins as {target}"
+    for target, events in sorted(targets.items())[:_REASON_TARGETS]:
+        name = target if target.isprintable() and len(target) <= 64 else repr(target[:64])
+        what = "connection limits" if target == LIMITS else f"failed logins as {name}"
         parts.append(f"{what} x{len(events)}")
+    if len(targets) > _REASON_TARGETS:
+        parts.append(f"{len(targets) - _REASON_TARGETS} more accounts")
     return "; ".join(parts)
 

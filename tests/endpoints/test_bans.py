@@ -238,3 +238,14 @@ def _at(seconds: float):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def test_the_reason_shows_client_supplied_names_escaped_and_few() -> None:
+    bans = BanList(BanPolicy(threshold=10, window_s=60, ban_s=100))
+    for i, name in enumerate(["a\x1b[31m", "b" * 100, "c", "d", "e", "f", "g", "h", "i"]):
+        bans.failed("addr", name, i)
+    bans.failed("addr", "j", 10)
+    [ban] = bans.active(11)
+    assert ban.reason.startswith("failed logins as 'a\\x1b[31m' x1; failed logins as 'bbbb")
+    assert ban.reason.endswith("; failed logins as e x1; 5 more accounts")
+    assert "\x1b" not in ban.reason and "b" * 65 not in ban.reason
