@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from daemon.errors import ConfigError, NotFound, UserError
 from daemon.inventory.allocation import MERCHANT_FULFILLED
@@ -461,6 +461,9 @@ class FtpListener(_Model):
     masquerade_address: str | None = None
     max_connections: int = Field(default=50, ge=1)
     max_per_ip: int = Field(default=10, ge=1)
+    max_unauthenticated: int = Field(default=20, ge=1)  # connected, not logged in yet
+    max_unauthenticated_per_ip: int = Field(default=5, ge=1)
+    auth_timeout: int = Field(default=30, ge=1)  # FTP: room for a few 3 s failed-login pauses
     idle_timeout: int = Field(default=300, ge=1)
     max_file_bytes: int | None = Field(default=None, gt=0)
     tls_cert: Path | None = None
@@ -485,13 +488,28 @@ class SftpListener(_Model):
     host_key: Path | None = None  # default: <data_dir>/ssh_host_ed25519_key
     idle_timeout: int = Field(default=300, ge=1)
     max_connections: int = Field(default=50, ge=1)
+    max_per_ip: int = Field(default=10, ge=1)
+    max_unauthenticated: int = Field(default=20, ge=1)  # connected, not logged in yet
+    max_unauthenticated_per_ip: int = Field(default=5, ge=1)
+    auth_timeout: int = Field(default=10, ge=1)
     max_file_bytes: int | None = Field(default=None, gt=0)
 
 
 class BanSettings(_Model):
-    max_failures: int = Field(default=5, ge=1)
+    """Scored as SFTPGo's defender (``daemon.auth.bans``): an address is banned for
+    ``ban_seconds`` once its points within ``window_seconds`` reach ``threshold``."""
+
+    # max_failures: this key's name before the scores
+    threshold: int = Field(default=5, ge=1, validation_alias=AliasChoices("threshold", "max_failures"))
+    score_valid: int = Field(default=1, ge=0)  # a wrong password for an account that exists
+    score_invalid: int = Field(default=2, ge=0)  # a login as an account that does not exist
+    score_limit_exceeded: int = Field(default=3, ge=0)  # a connection over a per-address limit
     window_seconds: int = Field(default=300, ge=1)
     ban_seconds: int = Field(default=900, ge=0)
+    ban_growth_percent: float = Field(default=50.0, ge=0)  # each repeat ban lasts this much longer
+    max_ban_seconds: int = Field(default=86_400, ge=0)
+    remember_seconds: int = Field(default=86_400, ge=0)  # how long an ended ban counts for the next
+    refresh_seconds: float = Field(default=5.0, gt=0)  # how soon a ban by another daemon is honoured
 
 
 class ListenerSettings(_Model):

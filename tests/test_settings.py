@@ -196,3 +196,10 @@ def test_the_digest_time_and_xlsx_come_from_reports_unless_the_merchant_says_oth
                            tmp_path)
     assert "is not a time of day as HH:MM" in problems["reports.digest_at"]
     assert "is not a time of day as HH:MM" in problems["merchants[0].digest_at"]
+
+
+def test_bans_take_their_old_max_failures_key_and_their_scores(tmp_path: Path) -> None:
+    s = parse_settings({"listeners": {"bans": {"max_failures": 3}}}, base=tmp_path)
+    assert (s.listeners.bans.threshold, s.listeners.bans.score_invalid) == (3, 2)
+    problems = problems_of({"listeners": {"bans": {"threshold": 0}, "sftp": {"auth_timeout": 0}}}, tmp_path)
+    assert set(problems) == {"listeners.bans.threshold", "listeners.sftp.auth_timeout"}

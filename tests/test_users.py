@@ -237,3 +237,30 @@ def test_a_statuses_login_is_jailed_to_the_warehouses_statuses_folder(
     plain = run_cli(capsys, "-c", write_config(tmp_path / "plain", ONE_WAREHOUSE, database_url=database.url),
                     "user", "add", "wh1", "--kind", "statuses", "--generate")
     assert plain.code == exitcodes.FAILURE and "has no [merchants.sources.orders_export]" in plain.err
+
+
+def test_the_daemon_keeps_its_bans_in_the_database_for_ban_list(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path, 'node_id = "box-1"\n[listeners.ftp]\nenabled = true\nport = 0\n'
+                       "[listeners.bans]\nthreshold = 3\n" + ONE_WAREHOUSE)
+    assert run_cli(capsys, "-c", cfg, "db", "upgrade").code == 0
+    add_user(capsys, cfg, monkeypatch)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "-c", str(cfg), "run", "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        logs = _Lines(proc)
+        ftp_port = logs.wait("ftp_listening")["port"]
+        logs.wait("ready")
+        for user in ("acme-wh1", "nobody"):  # 1 + 2 points
+            with ftplib.FTP() as ftp:
+                ftp.connect("127.0.0.1", ftp_port, timeout=30)
+                with pytest.raises((ftplib.error_perm, ftplib.error_temp)):
+                    ftp.login(user, "wrong")
+        assert logs.wait("login_ban")["reason"] == "failed logins as acme-wh1 x1; failed logins as nobody x1"
+        [ban] = run_cli(capsys, "-c", cfg, "ban", "list", "--json").json()["bans"]
+        assert (ban["address"], ban["node"], ban["active"]) == ("127.0.0.1", "box-1", True)
+        with ftplib.FTP() as ftp, pytest.raises(ftplib.error_temp, match="421"):
+            ftp.connect("127.0.0.1", ftp_port, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == exitcodes.OK

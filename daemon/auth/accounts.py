@@ -42,6 +42,10 @@ class Authenticator(Protocol):
 
     def has_keys(self, username: str) -> bool: ...
 
+    def knows(self, username: str) -> bool:
+        """Whether an account of that name exists (a failed login scores less if so)."""
+        ...
+
 
 def public_key_blob(key: str | paramiko.PKey) -> tuple[str, bytes]:
     """(key type, raw blob) of an OpenSSH public key line or a paramiko key."""
@@ -113,6 +117,9 @@ class MemoryAuthenticator:
         entry = self._get(username)
         return bool(entry and entry.keys)
 
+    def knows(self, username: str) -> bool:
+        return self._get(username) is not None
+
 
 class Folders(Protocol):
     """Where an account's files go, by what it is jailed to (``ingest.sources.SourceBook``)."""
@@ -167,3 +174,7 @@ class DbAuthenticator:
     def has_keys(self, username: str) -> bool:
         with self._sessions() as session:
             return rows.has_any_key(session, username)
+
+    def knows(self, username: str) -> bool:
+        with self._sessions() as session:
+            return rows.find_login(session, username) is not None

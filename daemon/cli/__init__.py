@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("reports", "report", "Upload-history digests: send one now, or preview it without sending."),
     "user": ("users", "user", "Logins for the FTP and SFTP endpoints, each jailed to one source's folder."),
     "sftp": ("users", "sftp", "The hosted SFTP endpoint."),
+    "ban": ("bans", "ban", "Addresses banned from the FTP and SFTP endpoints: list them, lift a ban."),
 }
 
 

@@ -607,3 +607,22 @@ class DigestMark(Base):
     covered_until: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     node: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the daemon that moved it last
+
+
+class LoginBan(Base):
+    """An address refused by the hosted FTP and SFTP endpoints until ``banned_until``.
+
+    Kept after it ends (``daemon.auth.bans``' ``remember_s``) so the next ban
+    of a repeat offender lasts longer; ``bans`` counts them. Every daemon on
+    the database reads this table, so a ban by one is honoured by all.
+    """
+
+    __tablename__ = "login_bans"
+    __table_args__ = (Index("ix_login_bans_banned_until", "banned_until"),)
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    banned_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    bans: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(500))
+    node: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    banned_at: Mapped[datetime] = mapped_column(UTCDateTime())

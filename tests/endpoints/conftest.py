@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from daemon.auth.accounts import MemoryAuthenticator
-from daemon.auth.bans import BanList
+from daemon.auth.bans import BanList, BanPolicy
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp import FtpConfig, FtpService
 from daemon.ingest.endpoints.sftp import SftpConfig, SftpService
@@ -123,8 +124,11 @@ def accounts(source_root: Path, client_key: tuple[paramiko.Ed25519Key, Path]) ->
 
 
 @pytest.fixture
-def bans() -> BanList:
-    return BanList(max_failures=5, window_s=300, ban_s=900)
+def bans(request: pytest.FixtureRequest) -> BanList:
+    """The endpoints' ban list; ``@pytest.mark.ban_policy(threshold=...)`` changes its rules."""
+    marker = request.node.get_closest_marker("ban_policy")
+    values: dict[str, Any] = {"threshold": 5, "window_s": 300, "ban_s": 900, **(marker.kwargs if marker else {})}
+    return BanList(BanPolicy(**values))
 
 
 @pytest.fixture(scope="session")

@@ -133,6 +133,7 @@ def test_a_download_from_results_works_and_from_inbox_does_not(
             ftp.retrbinary("RETR /inbox/mine.tmp", got.write)
 
 
+@pytest.mark.ban_policy(threshold=10)  # 1 + 2 + 2 points: banned at the default 5
 def test_a_wrong_password_and_anonymous_are_refused(ftp_service: FtpService) -> None:
     host, port = ftp_service.address
     for user, password in [(USER, "wrong"), ("nobody", PASSWORD), ("anonymous", "a@b.c")]:
@@ -312,7 +313,7 @@ def test_ftps_required_refuses_a_plain_data_channel(start_ftp, tls_files) -> Non
 def test_twenty_clients_uploading_at_once_are_all_delivered(
     start_ftp, spool: Spool, source_root: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    service = start_ftp(max_per_ip=25, max_connections=50)
+    service = start_ftp(max_per_ip=25, max_connections=50, max_unauthenticated_per_ip=20)
     errors: list[BaseException] = []
 
     def upload(i: int) -> None:

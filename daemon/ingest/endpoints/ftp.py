@@ -26,7 +26,8 @@ from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_data import DtpMixin, RecvMixin
 from daemon.ingest.endpoints.ftp_fs import JailedFS
-from daemon.ingest.endpoints.ftp_handler import Authorizer, Context, HandlerMixin, commands
+from daemon.ingest.endpoints.ftp_handler import BANNED_REPLY, Authorizer, Context, HandlerMixin, commands
+from daemon.ingest.endpoints.gate import BANNED, LISTEN_BACKLOG, Gate, Limits, Ticket
 
 try:  # FTPS needs pyOpenSSL; plain FTP works without it
     from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
@@ -47,6 +48,9 @@ class FtpConfig:
     masquerade_address: str | None = None
     max_connections: int = 50
     max_per_ip: int = 10
+    max_unauthenticated: int = 20  # connected, not logged in yet: in all
+    max_unauthenticated_per_ip: int = 5  # and from one address
+    auth_timeout: float = 30  # seconds to log in after connecting (failed logins pause 3 s each)
     idle_timeout: float = 300
     max_file_bytes: int = 512 * 1024 * 1024
     tls_cert: Path | None = None
@@ -57,6 +61,19 @@ class FtpConfig:
     auth_failed_delay_s: float = 3.0  # pause before a 530 reply: slows password guessing
     completion_grace_s: float = 0.25  # at most this long a finished upload waits to see the client alive
 
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_connections, self.max_per_ip, self.max_unauthenticated,
+                      self.max_unauthenticated_per_ip, self.auth_timeout)
+
+
+_REFUSALS = {
+    BANNED: BANNED_REPLY.encode() + b"\r\n",
+    "max_per_ip": b"421 Too many connections from your address.\r\n",
+    "max_unauthenticated_per_ip": b"421 Too many connections not logged in from your address.\r\n",
+}
+_BUSY = b"421 Too many connections; try again later.\r\n"
+
 
 class _Server(ThreadedFTPServer):
     # pyftpdlib keeps the stop event and lock on the class, shared by every
@@ -64,19 +81,40 @@ class _Server(ThreadedFTPServer):
     # restart) cannot end another's connections.
     poll_timeout = 0.25  # how fast connection threads notice a stop
 
-    def __init__(self, address: tuple[str, int], handler: type) -> None:
+    def __init__(self, address: tuple[str, int], handler: type, gate: Gate) -> None:
         self._lock = threading.Lock()
         self._exit = threading.Event()
+        self.gate = gate
+        self.admitting: Ticket | None = None  # the ticket of the handler being built (server thread only)
         # Its own loop too: pyftpdlib's default loop is process-wide, so a
         # second server (FTPS beside FTP, a restart, a test) would share it
         # and stopping one would close the other's listener.
-        super().__init__(address, handler, ioloop=IOLoop())
+        super().__init__(address, handler, ioloop=IOLoop(), backlog=LISTEN_BACKLOG)
+
+    def handle_accepted(self, sock: Any, addr: Any) -> None:
+        # Bans and limits before pyftpdlib builds a handler: a refused
+        # connection costs one reply and a close, not a handler and a thread.
+        ticket = self.gate.admit(addr[0])
+        if isinstance(ticket, str):
+            try:
+                sock.send(_REFUSALS.get(ticket, _BUSY))
+            except OSError:
+                pass
+            sock.close()
+            return
+        self.admitting = ticket
+        try:
+            super().handle_accepted(sock, addr)
+        finally:
+            self.admitting = None
+            if ticket.hang_up is None:  # no handler took it (the client had gone)
+                ticket.release()
 
     def _loop(self, handler: Any) -> None:
-        # A connection refused in handle() (a banned address) is closed
-        # before its thread starts; pyftpdlib would still register its
-        # closed socket and die on the error (EINVAL, not the EBADF it
-        # expects), with a traceback for a refusal that was already logged.
+        # A handler closed while it was built (the client left at once) is
+        # closed before its thread starts; pyftpdlib would still register
+        # its closed socket and die on the error (EINVAL, not the EBADF it
+        # expects), with a traceback for a connection that was already gone.
         if handler._closed:
             return
         super()._loop(handler)
@@ -100,6 +138,7 @@ class FtpService:
             raise ValueError("ftp: require_tls needs tls_cert and tls_key")
         self.config = config
         self._ctx = Context(config, authenticator, bans, deliver)
+        self.gate = Gate("ftp", config.limits, bans)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -151,9 +190,10 @@ class FtpService:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("ftp: already running")
-        server = _Server((self.config.host, self.config.port), self._handler_class())
-        server.max_cons = self.config.max_connections
-        server.max_cons_per_ip = self.config.max_per_ip
+        server = _Server((self.config.host, self.config.port), self._handler_class(), self.gate)
+        # the gate counts connections; pyftpdlib's own cap is only a backstop
+        server.max_cons = 2 * self.config.max_connections
+        server.max_cons_per_ip = 0
         self._server = server
         self._address = server.address[:2]
         self._stopping = threading.Event()
@@ -168,11 +208,13 @@ class FtpService:
         try:
             while not self._stopping.is_set():
                 server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
+                self.gate.expire()
         except BaseException as exc:  # check() reports it
             self._error = exc
             log.exception("ftp_server_died")
         finally:
             server.close_all()
+            self.gate.flush_log(everything=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()

@@ -26,6 +26,7 @@ from daemon.auth.accounts import Authenticator
 from daemon.auth.bans import BanList
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.endpoints.ftp_fs import StagingWriter
+from daemon.ingest.endpoints.gate import BANNED, Ticket
 from daemon.ingest.endpoints.jail import (
     Area,
     Jail,
@@ -50,6 +51,7 @@ else:
 log = structlog.get_logger(__name__)
 
 RESUME_REFUSED = "Resume is not supported; upload the whole file again."
+BANNED_REPLY = "421 Too many failed logins from your address; try again later."
 _ANONYMOUS = {"anonymous", "ftp"}
 
 
@@ -119,6 +121,9 @@ class HandlerMixin(_ControlBase):
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         # set before the base __init__, which may call close() on a bad socket
+        self.ticket: Ticket | None = server.admitting
+        if self.ticket is not None:
+            self.ticket.hang_up = self._hang_up
         self.jail: Jail | None = None
         self.sender: Sender | None = None
         self._upload: _Upload | None = None
@@ -128,12 +133,12 @@ class HandlerMixin(_ControlBase):
 
     # --- connect and login
 
-    def handle(self) -> None:
-        if self.ctx.bans.is_banned(self.remote_ip, time.monotonic()):
-            self.respond("421 Too many failed logins from your address; try again later.")
+    def _hang_up(self, why: str) -> None:
+        # called by the gate, from the server's thread, as pyftpdlib's own idle timeout is
+        if not self._closed and not self._closing:
+            self.respond(BANNED_REPLY if why == BANNED else "421 Login timed out.")
             self.close_when_done()
-            return
-        super().handle()
+
 
     def ftp_PASS(self, line: str) -> None:
         if self.authenticated:
@@ -142,23 +147,25 @@ class HandlerMixin(_ControlBase):
         if not self.username:
             self.respond("503 Login with USER first.")
             return
-        bans, now = self.ctx.bans, time.monotonic()
+        bans, now = self.ctx.bans, time.time()
         if bans.is_banned(self.remote_ip, now):
-            self.respond("421 Too many failed logins from your address; try again later.")
+            self.respond(BANNED_REPLY)
             self.close_when_done()
             return
         account = None
         if self.username.lower() not in _ANONYMOUS:
             account = self.ctx.authenticator.check_password(self.username, line)
         if account is None:
-            log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip)
-            if bans.failed(self.remote_ip, now):
-                self.respond("421 Too many failed logins from your address; try again later.")
+            known = self.ctx.authenticator.knows(self.username)
+            log.info("login_failed", protocol="ftp", user=self.username, remote_addr=self.remote_ip,
+                     known_user=known)
+            if bans.failed(self.remote_ip, self.username, now, known_user=known):
+                self.respond(BANNED_REPLY)
                 self.close_when_done()
                 return
             self.handle_auth_failed("", line)
             return
-        bans.succeeded(self.remote_ip, now)
+        bans.succeeded(self.remote_ip, self.username, now)
         jail = Jail(account.root)
         try:
             jail.ensure_folders()
@@ -173,6 +180,8 @@ class HandlerMixin(_ControlBase):
         self.sender = Sender(account.source_id, account.username, self.remote_ip, protocol,
                              account.market_id, account.kind)
         self.handle_auth_success(str(account.root), line, "Logged in. Uploads go to /inbox.")
+        if self.ticket is not None:
+            self.ticket.logged_in()
 
     # --- helpers
 
@@ -370,6 +379,8 @@ class HandlerMixin(_ControlBase):
     # --- teardown
 
     def close(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()  # its slot is free again
         super().close()
         # whatever was not settled is incomplete (and possibly a stray queued STOR)
         self._drop_upload()

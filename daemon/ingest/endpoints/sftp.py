@@ -8,7 +8,11 @@ what a logged-in session may do with files, and when an upload is taken, is in
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +27,31 @@ from daemon.auth.accounts import Account, Authenticator
 from daemon.auth.bans import BanList
 from daemon.auth.hostkey import fingerprint, load_or_create_host_key
 from daemon.ingest.arrival import Arrival
+from daemon.ingest.endpoints.gate import LISTEN_BACKLOG, Gate, Limits, Ticket
 from daemon.ingest.endpoints.jail import Jail
 from daemon.ingest.endpoints.sftp_fs import SftpServer
 
 log = structlog.get_logger(__name__)
+
+# paramiko logs a traceback as one record per line, and an error for every
+# client that leaves before its banner: a flood wrote thousands of lines. The
+# gate logs one line per refused or timed-out connection; paramiko keeps its
+# one-line errors about clients that did speak SSH.
+_TRACEBACK_LINE = re.compile(
+    r"^(Traceback \(most recent call last\)|During handling of|The above exception|\s|$"
+    r"|[\w.]+(Error|Exception|Failure)(:|$))"
+)
+
+
+class _OneLineErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _TRACEBACK_LINE.match(message):
+            return False
+        return "Error reading SSH protocol banner" not in message
+
+
+logging.getLogger("paramiko.transport").addFilter(_OneLineErrors())
 
 
 @dataclass(frozen=True)
@@ -37,8 +62,16 @@ class SftpConfig:
     max_file_bytes: int = 512 * 1024 * 1024
     idle_timeout: float = 300
     max_connections: int = 50
-    auth_timeout: float = 30  # seconds to finish logging in after connecting
+    max_per_ip: int = 10
+    max_unauthenticated: int = 20  # connected, not logged in yet: in all
+    max_unauthenticated_per_ip: int = 5  # and from one address
+    auth_timeout: float = 10  # seconds to finish logging in after connecting
     max_auth_failures: int = 6  # per connection, then it is closed
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_connections, self.max_per_ip, self.max_unauthenticated,
+                      self.max_unauthenticated_per_ip, self.auth_timeout)
 
 
 @dataclass(frozen=True)
@@ -55,6 +88,7 @@ class Session:
 
     ctx: _Context
     remote_addr: str
+    ticket: Ticket
     transport: paramiko.Transport | None = None
     accounts: dict[str, Account] = field(default_factory=dict)  # by username, once checked
     auth_failures: int = 0
@@ -79,7 +113,7 @@ class SshServer(paramiko.ServerInterface):
         return "publickey,password"
 
     def _banned(self) -> bool:
-        return self.session.ctx.bans.is_banned(self.session.remote_addr, time.monotonic())
+        return self.session.ctx.bans.is_banned(self.session.remote_addr, time.time())
 
     def check_auth_password(self, username: str, password: str) -> int:
         s = self.session
@@ -88,13 +122,15 @@ class SshServer(paramiko.ServerInterface):
             return AUTH_FAILED
         account = s.ctx.authenticator.check_password(username, password)
         if account is None:
-            log.info("login_failed", protocol="sftp", user=username, remote_addr=s.remote_addr)
+            known = s.ctx.authenticator.knows(username)
+            log.info("login_failed", protocol="sftp", user=username, remote_addr=s.remote_addr,
+                     known_user=known)
             s.auth_failures += 1
-            banned = s.ctx.bans.failed(s.remote_addr, time.monotonic())
+            banned = s.ctx.bans.failed(s.remote_addr, username, time.time(), known_user=known)
             if banned or s.auth_failures >= s.ctx.config.max_auth_failures:
                 self._hang_up()
             return AUTH_FAILED
-        s.ctx.bans.succeeded(s.remote_addr, time.monotonic())
+        s.ctx.bans.succeeded(s.remote_addr, username, time.time())
         return self._accept(account)
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
@@ -115,6 +151,7 @@ class SshServer(paramiko.ServerInterface):
                       error=str(exc))
             return AUTH_FAILED
         self.session.accounts[account.username] = account
+        self.session.ticket.logged_in()
         self.session.touch()
         return AUTH_SUCCESSFUL
 
@@ -155,6 +192,7 @@ class SftpService:
     ) -> None:
         self.config = config
         self._ctx = _Context(config, authenticator, bans, deliver)
+        self.gate = Gate("sftp", config.limits, bans)
         self._host_key: paramiko.PKey | None = None
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -163,6 +201,7 @@ class SftpService:
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._address: tuple[str, int] | None = None
+        self._housekept = 0.0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -180,7 +219,7 @@ class SftpService:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("sftp: already running")
         key = self.host_key
-        listener = socket.create_server((self.config.host, self.config.port), backlog=100)
+        listener = socket.create_server((self.config.host, self.config.port), backlog=LISTEN_BACKLOG)
         listener.settimeout(0.2)  # the accept loop wakes to notice stop() and idle sessions
         self._listener = listener
         self._address = listener.getsockname()[:2]
@@ -212,40 +251,41 @@ class SftpService:
             listener.close()
 
     def _admit(self, conn: socket.socket, remote_addr: str) -> None:
-        self._housekeeping()
-        if self._ctx.bans.is_banned(remote_addr, time.monotonic()):
-            log.info("connection_refused", protocol="sftp", remote_addr=remote_addr, reason="banned")
+        now = time.monotonic()
+        if now - self._housekept >= 0.1:  # not on every accept: a flood brings thousands a second
+            self._housekeeping()
+        ticket = self.gate.admit(remote_addr)
+        if isinstance(ticket, str):
+            # a reset, not a FIN: nothing of a refused connection stays in TIME_WAIT
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
             return
-        with self._lock:
-            busy = len(self._sessions) >= self.config.max_connections
-        if busy:
-            log.warning("connection_refused", protocol="sftp", remote_addr=remote_addr,
-                        reason="max_connections")
-            conn.close()
-            return
-        session = Session(self._ctx, remote_addr)
+        session = Session(self._ctx, remote_addr, ticket)
+        ticket.hang_up = lambda _why: session.close()
         try:
             conn.settimeout(None)
             transport = paramiko.Transport(conn)
             session.transport = transport
             transport.add_server_key(self.host_key)
             transport.set_subsystem_handler("sftp", SftpServer, session)
-            transport.auth_timeout = self.config.auth_timeout
-            transport.handshake_timeout = self.config.auth_timeout
-            transport.banner_timeout = self.config.auth_timeout
+            # the gate hangs up at auth_timeout, and logs it; paramiko's own
+            # deadlines are only a backstop, so they must not come first
+            transport.handshake_timeout = transport.banner_timeout = self.config.auth_timeout + 5
             with self._lock:
                 self._sessions.append(session)
             # with an event, start_server returns at once; the handshake runs
             # in the transport's own thread
             transport.start_server(event=threading.Event(), server=SshServer(session))
-        except Exception:
-            log.exception("sftp_session_failed", remote_addr=remote_addr)
+        except Exception as exc:  # noqa: BLE001 - one connection's failure, not the server's
+            log.warning("sftp_session_failed", remote_addr=remote_addr, error=str(exc))
             session.close()
             conn.close()
+            ticket.release()  # housekeeping releases it too if the session was listed: once is once
 
     def _housekeeping(self) -> None:
-        now = time.monotonic()
+        self.gate.expire()  # paramiko has no login deadline on the server side
+        now = self._housekept = time.monotonic()
         with self._lock:
             sessions = list(self._sessions)
         for s in sessions:
@@ -258,6 +298,7 @@ class SftpService:
                 with self._lock:
                     if s in self._sessions and not any(th.is_alive() for th in s.threads):
                         self._sessions.remove(s)
+                        s.ticket.release()
 
     @staticmethod
     def _join_session(s: Session, deadline: float) -> None:
@@ -280,6 +321,8 @@ class SftpService:
             s.close()  # ends the transport; its sftp thread sees EOF and drops unfinished uploads
         for s in sessions:
             self._join_session(s, deadline)
+            s.ticket.release()
+        self.gate.flush_log(everything=True)
         self._thread = None
 
     def check(self) -> None:
