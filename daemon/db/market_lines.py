@@ -175,6 +175,10 @@ def _patched(frame: pl.DataFrame, patch: pl.DataFrame, on: str, column: str) -> 
     if patch.height == 0:
         return frame
     new = patch.select(pl.col(on).cast(pl.Int64), pl.col(column).cast(pl.Int64).alias("_new"))
+    if new.height == frame.height and new.get_column(on).equals(frame.get_column(on)):
+        # A full feed delivered: every line, in the frame's own order. The column
+        # as it is, not a join of a million rows (0.3 s of the next feed's time).
+        return frame.with_columns(pl.coalesce(new.get_column("_new"), frame.get_column(column)).alias(column))
     return (frame.join(new, on=on, how="left", maintain_order="left")
             .with_columns(pl.when(pl.col("_new").is_not_null()).then(pl.col("_new")).otherwise(pl.col(column))
                           .alias(column))
