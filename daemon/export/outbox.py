@@ -54,12 +54,14 @@ def _write(session: Session, market: MarketRecord, fmt: Format, lines: pl.DataFr
 
 def compose(session: Session, market: MarketRecord, export: ExportSettings, kind: plan.Kind, *,
             trigger: str, destination: str, now: datetime, node: str | None,
-            lines_of: Lines = market_lines) -> ExportRecord | None:
+            lines_of: Lines = market_lines,
+            composed: Callable[[int, str, pl.DataFrame], None] | None = None) -> ExportRecord | None:
     """The market's next export: its undelivered one, or a new one of ``kind`` (None: an empty delta).
 
     In the caller's transaction; another daemon composing at the same moment
     makes the flush fail on ``ix_exports_undelivered`` (an IntegrityError):
-    the caller rolls back and takes that one.
+    the caller rolls back and takes that one. ``composed`` is told (id,
+    sha256, the lines' listing ids and quantities) of a new export.
     """
     pending = db_exports.undelivered(session, market.id)
     if pending is not None:
@@ -76,4 +78,6 @@ def compose(session: Session, market: MarketRecord, export: ExportSettings, kind
     # The name carries the row's id: unique per delivery, the same on a resend.
     record.file_name = plan.file_name(export.file_name, market=market.name, kind=kind, now=now,
                                       delivery=record.id, ext=fmt.extension)
+    if composed is not None:
+        composed(record.id, record.sha256, lines.select("listing_id", "quantity"))
     return record

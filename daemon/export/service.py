@@ -186,7 +186,7 @@ class Exporter:
                         return owed.id, False
                     record = outbox.compose(session, market, target.settings, kind, trigger=trigger,
                                             destination=destination, now=datetime.now(UTC), node=self._node,
-                                            lines_of=self.lines.market_lines)
+                                            lines_of=self.lines.market_lines, composed=self.lines.composed)
                     return None if record is None else (record.id, True)
             except IntegrityError:
                 continue  # another daemon composed this market's export first: take that one

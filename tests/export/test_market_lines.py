@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,6 +129,35 @@ def test_a_delta_from_the_kept_lines_holds_exactly_what_moved(database: Database
     assert exporter.export_now("acme/shop", "delta") == []
     assert exporter.lines.whole_reads == reads, "a delta after one change read the market whole"
     assert full.status == "delivered"
+
+
+def test_lines_kept_for_an_export_id_handed_out_again_are_not_taken_for_its_lines(
+        database: Database, tmp_path: Path) -> None:
+    """On SQLite a rolled-back export's id comes back for the next export: the kept lines
+    of the first must not stand for the second's (the sha256 tells them apart)."""
+    sessions, targets = _world(database, tmp_path)
+    exporter = Exporter(sessions, targets, sleep=lambda seconds: None)
+    for sku in ("0001", "0002"):
+        _add_listing(sessions, "shop", sku)
+        _set(sessions, "wh", sku, 10)
+    exporter.export_now("acme/shop", "full")
+    with sessions() as s:
+        market = get_market(s, "acme", "shop")
+        lines = exporter.lines.market_lines(s, market)
+    real = exporter.lines.composed
+    stale = lines.select("listing_id", pl.lit(999, pl.Int64).alias("quantity"))
+
+    def composed(export_id: int, sha256: str, kept: pl.DataFrame) -> None:
+        real(export_id, "the rolled-back export's sha256", stale)  # what the memo held under this id
+
+    exporter.lines.composed = composed  # type: ignore[method-assign]
+    _set(sessions, "wh", "0001", 4)
+    [delta] = exporter.export_now("acme/shop", "delta")
+    assert delta.status == "delivered"
+    with sessions() as s:
+        market = get_market(s, "acme", "shop")
+        assert exporter.lines.market_lines(s, market).equals(market_lines(s, market))
+        assert 999 not in exporter.lines.market_lines(s, market).get_column("last_sent").to_list()
 
 
 # SQLite has one writer at a time: its ids are given in commit order.
