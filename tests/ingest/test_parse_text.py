@@ -253,3 +253,16 @@ def test_a_million_rows_parse_fast(tmp_path):
     elapsed = time.perf_counter() - started
     assert parsed.frame.height == n and parsed.errors == []
     assert elapsed < 3.0, f"1M rows took {elapsed:.2f} s"
+
+
+def test_a_file_mixing_utf8_and_cp1252_is_rejected_naming_the_first_line_that_is_not_utf8(tmp_path):
+    data = "sku,quantity\nMÜLLER-UTF8,1\nOK,2\n".encode() + "MÜLLER-1252,3\n".encode("cp1252") + b"Z,4\n"
+    with pytest.raises(FeedError, match=r"mixes encodings: it has UTF-8 text, but line 4 is not UTF-8 "
+                                        r"\(byte 0xDC at column 2\)"):
+        feed(tmp_path, data)
+
+
+def test_a_whole_cp1252_file_still_decodes_with_the_warning(tmp_path):
+    parsed = feed(tmp_path, "sku,quantity\nMÜLLER,1\nCAFÉ,2\n".encode("cp1252"))
+    assert parsed.frame["sku"].to_list() == ["MÜLLER", "CAFÉ"]
+    assert parsed.encoding == "cp1252" and parsed.warnings == ["decoded as CP-1252 (not valid UTF-8)"]
