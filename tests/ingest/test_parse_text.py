@@ -266,3 +266,25 @@ def test_a_whole_cp1252_file_still_decodes_with_the_warning(tmp_path):
     parsed = feed(tmp_path, "sku,quantity\nMÜLLER,1\nCAFÉ,2\n".encode("cp1252"))
     assert parsed.frame["sku"].to_list() == ["MÜLLER", "CAFÉ"]
     assert parsed.encoding == "cp1252" and parsed.warnings == ["decoded as CP-1252 (not valid UTF-8)"]
+
+
+def test_a_line_of_many_megabytes_without_a_break_is_not_a_csv_feed(tmp_path):
+    with pytest.raises(FeedError, match=r"^line 1 is 20 MB long without a line break: this is not a CSV feed$"):
+        feed(tmp_path, b"x" * (20 * 1024 * 1024))
+
+
+def test_a_long_preamble_line_is_named_by_its_number(tmp_path):
+    with pytest.raises(FeedError, match=r"^line 2 is 1\.5 MB long: this is not a CSV feed$"):
+        feed(tmp_path, b"# report\n" + b"y" * (3 * 512 * 1024) + b"\nsku,quantity\nA,1\n")
+
+
+def test_a_header_with_too_many_columns_is_not_a_csv_feed(tmp_path):
+    header = ",".join(["sku", "quantity", *(f"c{i}" for i in range(99_998))])
+    with pytest.raises(FeedError, match=r"^line 1 has 100,000 fields \(at most 1,000 are read\): this is not a CSV"):
+        feed(tmp_path, header.encode() + b"\nA,1\n")
+
+
+def test_a_long_single_field_line_under_the_limit_is_just_not_a_header(tmp_path):
+    # csv's own field limit (128 KB) used to turn this into "the parser failed".
+    with pytest.raises(FeedError, match="no header row with a SKU column"):
+        feed(tmp_path, b"z" * 300_000 + b"\n" + b'"unclosed' * 20_000 + b"\n")
