@@ -228,3 +228,127 @@ def ods(path: Path, rows: list[list[object]]) -> Path:
         archive.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
         archive.writestr("META-INF/manifest.xml", manifest, compress_type=zipfile.ZIP_DEFLATED)
     return path
+
+
+def _zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return path
+
+
+def _honest_bomb(path: Path, size: int) -> Path:
+    """A workbook that says truthfully it unpacks to ``size`` bytes (over the limit)."""
+    return write_xlsx(path, sheet_parts([["sku", "quantity"], ["HB-1", 1]], padding=size))
+
+
+def _unsupported_method(path: Path) -> Path:
+    write_xlsx(path, sheet_parts([["sku", "quantity"], ["A", 1]]))
+    with zipfile.ZipFile(path) as source:
+        parts = {i.filename: source.read(i) for i in source.infolist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in parts.items():
+            method = zipfile.ZIP_BZIP2 if name.endswith("sheet1.xml") else zipfile.ZIP_DEFLATED
+            archive.writestr(name, content, compress_type=method)
+    return path
+
+
+def _patched(path: Path, **patch: object) -> Path:
+    write_xlsx(path, sheet_parts([["sku", "quantity"], ["A", 1]]))
+    member = str(patch.pop("member", "xl/worksheets/sheet1.xml"))
+    patch_member(path, member, **patch)  # type: ignore[arg-type]
+    return path
+
+
+def _damaged_ods(path: Path) -> Path:
+    ods(path, [["sku", "quantity"], ["A", 1]])
+    with zipfile.ZipFile(path) as source:
+        parts = [(i, source.read(i)) for i in source.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, content in parts:
+            archive.writestr(info, b"<not-a-spreadsheet" if info.filename == "content.xml" else content)
+    return path
+
+
+MiB = 1024 * 1024
+
+# The corpus files too big to commit (sample_files/bad/cases.csv names them):
+# made on demand by the tests and the benchmark.
+GENERATED = {
+    "lying_bomb.xlsx": lambda p: lying_bomb(p, inflates_to=256 * MiB, declares=2_000_000),
+    "whitespace_sheet.xlsx": lambda p: whitespace_sheet(p, 500 * MiB),
+    "honest_bomb.xlsx": lambda p: _honest_bomb(p, 600 * MiB),
+    "long_line.csv": lambda p: long_line(p, 100 * MiB),
+    "many_columns.csv": lambda p: many_columns(p, 100_000),
+    "long_preamble_line.csv": lambda p: p.write_bytes(b"# export\n" + b"y" * (2 * MiB) + b"\nsku,quantity\nA,1\n"),
+}
+
+
+def _text_files() -> dict[str, bytes]:
+    rows = b"".join(b"OK-%d,1\n" % i for i in range(40))  # beside a bad row, so it is not the only row
+    return {
+        "empty.csv": b"",
+        "whitespace_only.csv": b"  \r\n\t\n\n",
+        "binary_junk.csv": bytes(range(256)) * 8,
+        "nul_bytes.csv": b"sku,quantity\nA\x00\x00\x01,1\n" * 50,
+        "png_named_csv.csv": b"\x89PNG\r\n\x1a\n" + bytes(range(1, 9)) * 64,
+        "no_sku_header.csv": b"code,qty\nA,1\n",
+        "no_quantity_column.csv": b"sku,price\nA,1.00\n",
+        "mixed_encodings.csv": "sku,quantity\nMÜLLER-UTF8,1\n".encode() + "MÜLLER-1252,2\n".encode("cp1252"),
+        "utf16_cut_short.csv": "sku,quantity\nA,1\n".encode("utf-16") + b"\x00",
+        "html_page.csv": b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n",
+        "json_named_csv.csv": b'{"inventory": [{"sku": "A", "quantity": 1}]}\n',
+        "duplicates.csv": b"sku,quantity\nDUP-1,5\nDUP-2,1\nDUP-1,7\n",
+        "negative_quantity.csv": b"sku,quantity\nNEG,-2\nOK,1\n",
+        "fraction_quantity.csv": b"sku,quantity\nFR,5.5\nOK,1\n",
+        "text_quantity.csv": b"sku,quantity\nTXT,lots\nOK,1\n",
+        "huge_quantity.csv": b"sku,quantity\nBIG,5000000\nOK,1\n",
+        "empty_quantity.csv": b"sku,quantity\nNOQ,\nOK,1\n",
+        "empty_sku.csv": b"sku,quantity\n,3\nOK,1\n",
+        "scientific_sku.csv": b"sku,quantity\n1.23E+05,4\nOK,1\n",
+        "long_sku.csv": b"sku,quantity\n" + b"L" * 10_000 + b",1\nOK,1\n",
+        "control_char_sku.csv": b'sku,quantity\n"TAB\tSKU",1\n' + rows,
+        "extra_fields.csv": b"sku,quantity\nEX,1,200\nOK,1\n",
+        "bad_as_of.csv": b"sku,quantity,as_of\nAS,1,yesterday\nOK,1,2024-05-01T00:00:00Z\n",
+        "ambiguous_dot.csv": b"sku;quantity\nAMB;1.200\nOK;1\n",
+        "spreadsheet_error.csv": b"sku,quantity\nERR,#N/A\nOK,1\n",
+        "cp1252_whole.csv": "sku,quantity\nMÜLLER,1\n".encode("cp1252"),
+        "utf16_whole.csv": "sku\tquantity\r\nU16-ß\t8\r\n".encode("utf-16"),
+        "not_a_zip.xlsx": b"sku,quantity\nA,1\n",
+        "password_protected.xlsx": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + "EncryptedPackage".encode("utf-16-le"),
+        "damaged.xls": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504),
+        "damaged_zip.xlsx": b"PK\x03\x04" + bytes(200),
+    }
+
+
+def write_corpus(folder: Path) -> None:
+    """The committed part of the bad-input corpus (small files only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in _text_files().items():
+        (folder / name).write_bytes(data)
+    ok = [["sku", "quantity"], ["A-1", 4], ["B-2", 5]]
+    _zip(folder / "zip_not_workbook.xlsx", {"readme.txt": b"hello"})
+    _patched(folder / "crc_mismatch.xlsx", crc=0x12345678)
+    _patched(folder / "headers_disagree.xlsx", member="xl/workbook.xml", size=10, local_only=True)
+    _patched(folder / "size_overstated.xlsx", size=10_000)
+    _unsupported_method(folder / "unsupported_compression.xlsx")
+    write_xlsx(folder / "formula_sku.xlsx", sheet_parts([["sku", "quantity"], [("=1+1", 2), 1], ["OK", 1]]))
+    write_xlsx(folder / "formula_quantity.xlsx", sheet_parts([["sku", "quantity"], ["F", ("=2*3", 6)], ["OK", 1]]))
+    write_xlsx(folder / "text_scientific_sku.xlsx", sheet_parts([["sku", "quantity"], ["1.23E+05", 1], ["OK", 1]]))
+    write_xlsx(folder / "control_char_sku.xlsx", sheet_parts([["sku", "quantity"], ["X\x07Y", 1], ["OK", 1]]))
+    write_xlsx(folder / "no_header.xlsx", sheet_parts([["code", "qty"], ["A", 1]]))
+    write_xlsx(folder / "empty_sheet.xlsx", sheet_parts([]))
+    write_xlsx(folder / "backslash_paths.xlsx", sheet_parts(ok), backslashes=True)
+    write_xlsx(folder / "minimal_package.xlsx", sheet_parts(ok), minimal=True)
+    ods(folder / "libreoffice.ods", ok)
+    _damaged_ods(folder / "damaged.ods")
+    try:
+        import xlwt  # type: ignore[import-not-found]  # only to regenerate legacy.xls
+    except ImportError:
+        return
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Stock")
+    for r, values in enumerate(ok):
+        for c, value in enumerate(values):
+            sheet.write(r, c, value)
+    book.save(str(folder / "legacy.xls"))

@@ -78,6 +78,10 @@ def main() -> None:
         target.write_bytes(data)
     _good_xlsx(HERE / "good" / "inventory.xlsx")
     _mangled_xlsx(HERE / "bad" / "mangled_sku_text.xlsx")
+    # The bad-input corpus (sample_files/bad/, cases.csv says what each file must give).
+    from hostile import write_corpus  # run as a script: this folder is on sys.path
+
+    write_corpus(HERE.parent / "bad")
 
 
 if __name__ == "__main__":

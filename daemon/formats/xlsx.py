@@ -115,6 +115,8 @@ def _reason(exc: Exception) -> str:
     """calamine's message, without the Rust type names that mean nothing to a warehouse."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     text = re.sub(r"^(?:calamine error|could not open workbook)[: ]*", "", text, flags=re.IGNORECASE)
+    if "cannot detect file format" in text.lower():
+        return "its contents are not in any spreadsheet format the reader knows (damaged, or another kind of file)"
     return text.strip() or "the reader gave no reason"
 
 
