@@ -278,9 +278,9 @@ GENERATED = {
     "lying_bomb.xlsx": lambda p: lying_bomb(p, inflates_to=256 * MiB, declares=2_000_000),
     "whitespace_sheet.xlsx": lambda p: whitespace_sheet(p, 500 * MiB),
     "honest_bomb.xlsx": lambda p: _honest_bomb(p, 600 * MiB),
-    "long_line.csv": lambda p: long_line(p, 100 * MiB),
+    "long_line.csv": lambda p: long_line(p, 100_000_000),
     "many_columns.csv": lambda p: many_columns(p, 100_000),
-    "long_preamble_line.csv": lambda p: p.write_bytes(b"# export\n" + b"y" * (2 * MiB) + b"\nsku,quantity\nA,1\n"),
+    "long_preamble_line.csv": lambda p: p.write_bytes(b"# export\n" + b"y" * 2_000_000 + b"\nsku,quantity\nA,1\n"),
 }
 
 

@@ -50,7 +50,7 @@ def split(line: str, delimiter: str) -> list[str]:
 
 
 def _size(n: int) -> str:
-    mb = n / (1024 * 1024)
+    mb = n / 1_000_000  # as a file manager shows sizes
     return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:,.1f} MB"
 
 
