@@ -257,6 +257,7 @@ def _scan(chunks: Iterator[bytes], found: _Scan) -> None:
     row_found = dimension_seen = False
     in_row, row_number, counted = False, 0, 0
     rows_tail = formula_tail = b""
+    plain: bool | None = None  # whether the sheet's tags go without a namespace prefix
     for chunk in chunks:
         if chunk.find(b"<") < 0:  # memchr: whitespace padding costs next to nothing
             # A tag cut before this chunk goes on after it: the padding was
@@ -290,7 +291,11 @@ def _scan(chunks: Iterator[bytes], found: _Scan) -> None:
             cut = buffer.rfind(b"<", last)
             rows_tail = buffer[cut:] if cut >= 0 and len(buffer) - cut < _MAX_TAIL else b""
         buffer = formula_tail + chunk
-        if not _FORMULA_HINT.search(buffer):
+        # A plain find where the sheet has no namespace prefix (nearly always):
+        # a regex tried at every '<' of a sheet costs more than the inflate.
+        if plain is None and b"sheetData" in buffer:
+            plain = b"<sheetData" in buffer
+        if (buffer.find(b"<f") < 0) if plain else not _FORMULA_HINT.search(buffer):
             formula_tail = _cell_tail(buffer, 0)
             continue
         last = 0

@@ -147,3 +147,13 @@ def test_the_bomb_helper_declares_a_true_crc(tmp_path):
         start = info.header_offset + 30 + len(SHEET)
         whole = zlib.decompressobj(-15).decompress(raw[start:start + info.compress_size])
     assert len(whole) == 3 * 1024 * 1024 and zlib.crc32(whole) == info.CRC
+
+
+def test_formulas_are_found_in_a_sheet_whose_tags_carry_a_namespace_prefix(tmp_path):
+    xml = (b'<?xml version="1.0"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+           b'<x:sheetData><x:row r="1"><x:c r="A1" t="inlineStr"><x:is><x:t>sku</x:t></x:is></x:c>'
+           b'<x:c r="B1" t="inlineStr"><x:is><x:t>quantity</x:t></x:is></x:c></x:row>'
+           b'<x:row r="2"><x:c r="A2" t="str"><x:f>1+1</x:f><x:v>2</x:v></x:c><x:c r="B2"><x:v>1</x:v></x:c></x:row>'
+           b"</x:sheetData></x:worksheet>")
+    parsed = parse_feed(hostile.write_xlsx(tmp_path / "x.xlsx", iter([xml])), ParseOptions())
+    assert [(e.row, e.column, e.value) for e in parsed.errors] == [(2, "sku", "=1+1")]
