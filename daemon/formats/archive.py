@@ -28,6 +28,7 @@ _OUT_CHUNK = 1024 * 1024
 RATIO_FLOOR = 16 * 1024 * 1024
 _ZIP64_MARK = 0xFFFFFFFF
 _DATA_DESCRIPTOR = 0x08
+_ENCRYPTED = 0x01
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def measure(raw: bytes, archive: zipfile.ZipFile, limits: Limits, what: str = "w
 
 def _member(raw: bytes, info: zipfile.ZipInfo, total: int, limits: Limits, ratio_cap: int, what: str) -> int:
     name = info.filename
+    if info.flag_bits & _ENCRYPTED:
+        raise FeedError(f"the {what} is password-protected ({name!r} is encrypted); save it without a password")
     start = _data_start(raw, info, what)
     data = memoryview(raw)[start:start + info.compress_size]
     if len(data) < info.compress_size:

@@ -70,8 +70,10 @@ def read_sheet(raw: bytes, sheet: str | int | None, max_uncompressed: int,
             measuring.measure(raw, archive, measuring.Limits(max_uncompressed, max_ratio))
             kind = _zip_kind(archive, kind)
             return _read(raw, sheet, kind, _SheetXml(archive) if kind in (".xlsx", ".xlsm") else None)
-    except zipfile.BadZipFile as exc:
-        raise FeedError(f"the workbook is a damaged zip archive ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as exc:
+        # zipfile's own refusals of a damaged directory (a version byte
+        # flipped is NotImplementedError, for one): the file's fault.
+        raise FeedError(f"the workbook is a damaged zip archive ({exc or type(exc).__name__})") from None
 
 
 def _read(raw: bytes, sheet: str | int | None, kind: str, located: _SheetXml | None) -> Sheet:
@@ -243,8 +245,8 @@ class _SheetXml:
         try:
             with self.archive.open(path) as handle:
                 _scan(_chunks(handle), found)
-        except (KeyError, ValueError, zipfile.BadZipFile):
-            pass
+        except (KeyError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile):
+            pass  # measure() found the archive sound; anything else only costs the row origin
         return found
 
 

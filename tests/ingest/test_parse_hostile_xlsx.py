@@ -157,3 +157,25 @@ def test_formulas_are_found_in_a_sheet_whose_tags_carry_a_namespace_prefix(tmp_p
            b"</x:sheetData></x:worksheet>")
     parsed = parse_feed(hostile.write_xlsx(tmp_path / "x.xlsx", iter([xml])), ParseOptions())
     assert [(e.row, e.column, e.value) for e in parsed.errors] == [(2, "sku", "=1+1")]
+
+
+def _flip_central(path: Path, member: str, at: int, value: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    entry = hostile._central_entry(bytes(data), member)
+    data[entry + at:entry + at + len(value)] = value
+    path.write_bytes(bytes(data))
+
+
+def test_a_central_directory_needing_an_unknown_zip_version_is_a_damaged_archive(tmp_path):
+    # Found by the hypothesis property: zipfile raises NotImplementedError for it.
+    path = plain(tmp_path)
+    _flip_central(path, "xl/workbook.xml", 6, b"\xeb\x00")  # "version needed to extract" 23.5
+    with pytest.raises(FeedError, match=r"damaged zip archive \(zip file version 23\.5\)"):
+        parse_feed(path, ParseOptions())
+
+
+def test_an_encrypted_zip_member_is_password_protected(tmp_path):
+    path = plain(tmp_path)
+    _flip_central(path, SHEET, 8, b"\x01\x00")  # general-purpose flag: encrypted
+    with pytest.raises(FeedError, match=r"password-protected \('xl/worksheets/sheet1.xml' is encrypted\)"):
+        parse_feed(path, ParseOptions())
