@@ -183,3 +183,12 @@ def test_a_source_may_send_its_reports_to_recipients_of_its_own(tmp_path: Path) 
     problems = problems_of({"merchants": [{"name": "m", "sources": [
         {"name": "wh", "report_recipients": ["a@b.com, evil@x.com"]}]}]}, tmp_path)
     assert "not an email address" in problems["merchants[0].sources[0].report_recipients"]
+
+
+def test_the_parser_limits_have_their_defaults_and_bounds(tmp_path: Path) -> None:
+    s = parse_settings({}, base=tmp_path)
+    assert (s.ingest.max_sku_length, s.ingest.max_inflation_ratio) == (100, 100.0)
+    # products.sku is a String(200): a longer SKU could not be stored.
+    found = problems_of({"ingest": {"max_sku_length": 201, "max_inflation_ratio": 0.5}}, tmp_path)
+    assert set(found) == {"ingest.max_sku_length", "ingest.max_inflation_ratio"}
+

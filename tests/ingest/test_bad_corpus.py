@@ -55,3 +55,15 @@ def test_each_bad_file_gets_its_outcome_and_message(env: IngestEnv, generated: P
         # Row errors name their row (and column and value where the cell has them).
         assert errors and all(e.row is not None and e.message for e in errors)
         assert any(case["message"] in e.message for e in errors)
+
+
+def test_the_configured_limits_are_the_ones_the_parser_applies(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(ingest="max_sku_length = 5\nmax_inflation_ratio = 2")
+    out = env.upload("short.csv", "sku,quantity\nABCDE,1\nABCDEF,2\n")
+    assert out.status == "applied_with_errors" and env.quantities() == {"ABCDE": 1}
+    assert [e.message for e in env.show(out.upload_id)[1]] == [
+        "SKU is 6 characters long, over the limit of 5 (max_sku_length)"]
+    # 20 MB of padding in a file of about 20 KB: 2 times its size is reached long before.
+    padded = hostile.whitespace_sheet(env.root / "padded.xlsx", 20 * hostile.MiB)
+    out = env.upload("padded.xlsx", padded.read_bytes())
+    assert out.status == "rejected" and "more than 2 times its size" in (out.message or "")
