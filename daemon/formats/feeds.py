@@ -149,7 +149,9 @@ def _read_delimited(data: bytes, delimiter: str, width: int) -> tuple[pl.DataFra
     try:
         table = read(width + 1, ragged=True)
     except pl.exceptions.PolarsError as exc:
-        raise FeedError(f"the file cannot be read as delimited text: {str(exc).splitlines()[0]}") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # polars quotes the field it choked on, which may be megabytes long.
+        raise FeedError(f"the file cannot be read as delimited text: {shorten(detail)}") from None
     return table, table.columns[-1]
 
 
@@ -255,6 +257,18 @@ def _needs_trim(cell: pl.Expr) -> pl.Expr:
     return ((cell.str.strip_chars() != cell) | (cell == "")).any()
 
 
+# A row error repeats the cell it is about; a 50 MB "SKU" must not become a
+# 50 MB history row, result file line and mail. The message says how long it was.
+MAX_SHOWN_VALUE = 1000
+
+
+def shorten(text: str | None, limit: int = 200) -> str | None:
+    """``text``, or its start and how long it was when it is longer than ``limit``."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\u2026 ({len(text):,} characters)"
+
+
 def _finish(
     rows: pl.DataFrame, labels: dict[str, str | None], source: _Source, options: ParseOptions,
 ) -> ParsedFeed:
@@ -269,7 +283,8 @@ def _finish(
         errors = sorted(errors + source.formula_errors, key=lambda e: e[0])
     return ParsedFeed(
         frame=frame,
-        errors=[RowError(*e) for e in errors],
+        errors=[RowError(r, c, shorten(v, MAX_SHOWN_VALUE), m, shorten(k, MAX_SHOWN_VALUE))
+                for r, c, v, m, k in errors],
         warnings=source.warnings + checked.warnings, total_rows=checked.total_rows,
         encoding=source.encoding, delimiter=source.delimiter, sheet=source.sheet, header=source.header,
     )

@@ -288,3 +288,17 @@ def test_a_long_single_field_line_under_the_limit_is_just_not_a_header(tmp_path)
     # csv's own field limit (128 KB) used to turn this into "the parser failed".
     with pytest.raises(FeedError, match="no header row with a SKU column"):
         feed(tmp_path, b"z" * 300_000 + b"\n" + b'"unclosed' * 20_000 + b"\n")
+
+
+def test_a_huge_field_in_the_body_is_a_row_error_that_shows_only_its_start(tmp_path):
+    parsed = feed(tmp_path, b"sku,quantity\nA,1\n" + b"B" * 3_000_000 + b",1\n")
+    [error] = parsed.errors
+    assert error.message == "SKU is 3000000 characters long, over the limit of 100 (max_sku_length)"
+    assert error.value == "B" * 1000 + "\u2026 (3,000,000 characters)" and error.sku == error.value
+    assert parsed.frame["sku"].to_list() == ["A"]
+
+
+def test_a_reader_error_quoting_a_huge_field_is_cut_short(tmp_path):
+    with pytest.raises(FeedError) as caught:
+        feed(tmp_path, b'sku,quantity\nA,1\n"' + b"C" * 2_000_000 + b"\n")
+    assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
