@@ -170,7 +170,7 @@ def _read_xlsx(raw: bytes, options: ParseOptions, suffix: str = ".xlsx") -> tupl
             raise FeedError(f"sheet {sheet.name!r} is empty")
         raise FeedError(
             f"no header row with a SKU column was found in sheet {sheet.name!r}; "
-            f"first row: {', '.join(repr(c) for c in probe[0] if c)}; "
+            f"first row: {heads.show_fields(probe[0])}; "
             f"accepted SKU names: {', '.join(heads.ALIASES['sku'])}"
         )
     errors = {(r - index - 1, c): text for (r, c), text in sheet.cell_errors.items() if r > index}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from daemon.errors import FeedError
-from daemon.formats.headers import ALIASES, looks_like_header
+from daemon.formats.headers import ALIASES, looks_like_header, show_fields
 
 DELIMITERS = (",", ";", "\t", "|")
 MAX_PREAMBLE_LINES = 200
@@ -92,7 +92,7 @@ def find_header(data: bytes, rank: Rank, missing: Callable[[str], str]) -> Layou
         if first_fields is None and line.strip() and not line.startswith("#"):
             first_fields = max((split(line, d) for d in DELIMITERS), key=len)
         offset = end + 1
-    shown = ", ".join(repr(f) for f in first_fields if f.strip()) if first_fields else "(none)"
+    shown = show_fields(first_fields) if first_fields else "(none)"
     raise FeedError(missing(shown))
 
 

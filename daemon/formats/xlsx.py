@@ -119,7 +119,8 @@ def _reason(exc: Exception) -> str:
     text = re.sub(r"^(?:calamine error|could not open workbook)[: ]*", "", text, flags=re.IGNORECASE)
     if "cannot detect file format" in text.lower():
         return "its contents are not in any spreadsheet format the reader knows (damaged, or another kind of file)"
-    return text.strip() or "the reader gave no reason"
+    text = text.strip()
+    return (text[:200] + "\u2026" if len(text) > 200 else text) or "the reader gave no reason"
 
 
 def _zip_kind(archive: zipfile.ZipFile, kind: str) -> str:

@@ -302,3 +302,11 @@ def test_a_reader_error_quoting_a_huge_field_is_cut_short(tmp_path):
     with pytest.raises(FeedError) as caught:
         feed(tmp_path, b'sku,quantity\nA,1\n"' + b"C" * 2_000_000 + b"\n")
     assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+def test_a_message_quoting_the_file_s_fields_cuts_them_short(tmp_path):
+    with pytest.raises(FeedError) as caught:
+        feed(tmp_path, b"z" * 500_000 + b"\n" + b",".join(b"h%d" % i for i in range(100)) + b"\n")
+    message = str(caught.value)
+    assert len(message) < 600
+    assert "'" + "z" * 80 + "'\u2026 (500,000 characters)" in message
