@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from daemon.errors import FeedError
@@ -37,9 +38,12 @@ class Limits:
     max_ratio: float
 
 
-def measure(raw: bytes, archive: zipfile.ZipFile, limits: Limits, what: str = "workbook") -> int:
+def measure(raw: bytes, archive: zipfile.ZipFile, limits: Limits,
+            sinks: Mapping[str, Callable[[bytes], None]] | None = None, what: str = "workbook") -> int:
     """Inflate every member of ``archive`` (read from ``raw``); return the bytes inflated.
 
+    ``sinks`` get the inflated bytes of the members they are named for, as
+    they come (a reader that needs them then does not inflate them again).
     Raises ``FeedError`` naming the member and what was wrong with it.
     """
     declared = sum(m.file_size for m in archive.infolist())
@@ -53,11 +57,12 @@ def measure(raw: bytes, archive: zipfile.ZipFile, limits: Limits, what: str = "w
     for info in archive.infolist():
         if info.is_dir():
             continue
-        total = _member(raw, info, total, limits, ratio_cap, what)
+        total = _member(raw, info, total, limits, ratio_cap, what, (sinks or {}).get(info.filename))
     return total
 
 
-def _member(raw: bytes, info: zipfile.ZipInfo, total: int, limits: Limits, ratio_cap: int, what: str) -> int:
+def _member(raw: bytes, info: zipfile.ZipInfo, total: int, limits: Limits, ratio_cap: int, what: str,
+            sink: Callable[[bytes], None] | None) -> int:
     name = info.filename
     if info.flag_bits & _ENCRYPTED:
         raise FeedError(f"the {what} is password-protected ({name!r} is encrypted); save it without a password")
@@ -87,6 +92,8 @@ def _member(raw: bytes, info: zipfile.ZipInfo, total: int, limits: Limits, ratio
                 f"the {what} inflates to more than {limits.max_ratio:g} times its size of {len(raw):,} bytes "
                 f"(possible zip bomb; the limit is max_inflation_ratio)"
             )
+        if sink is not None and out:
+            sink(out)
 
     if info.compress_type == zipfile.ZIP_STORED:
         for at in range(0, len(data), _OUT_CHUNK):

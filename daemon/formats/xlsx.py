@@ -14,9 +14,9 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import IO
 
 import fastexcel
 import polars as pl
@@ -67,9 +67,12 @@ def read_sheet(raw: bytes, sheet: str | int | None, max_uncompressed: int,
         raise FeedError(f"the file is named {kind} but is not a spreadsheet (not a zip archive or an .xls file)")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            measuring.measure(raw, archive, measuring.Limits(max_uncompressed, max_ratio))
             kind = _zip_kind(archive, kind)
-            return _read(raw, sheet, kind, _SheetXml(archive) if kind in (".xlsx", ".xlsm") else None)
+            located = _SheetXml(archive) if kind in (".xlsx", ".xlsm") else None
+            # The sheets are scanned as they are measured: one inflate for both.
+            sinks = located.scanners() if located is not None else {}
+            measuring.measure(raw, archive, measuring.Limits(max_uncompressed, max_ratio), sinks)
+            return _read(raw, sheet, kind, located)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as exc:
         # zipfile's own refusals of a damaged directory (a version byte
         # flipped is NotImplementedError, for one): the file's fault.
@@ -127,10 +130,12 @@ def _zip_kind(archive: zipfile.ZipFile, kind: str) -> str:
     names = {_norm(n) for n in archive.namelist()}
     if "mimetype" in names:
         try:
-            if archive.read(_find(archive, "mimetype")).strip().startswith(_ODS_MIME):
+            mimetype = archive.getinfo(_find(archive, "mimetype"))
+            # Read before the archive is measured: only a small one.
+            if mimetype.file_size < 1024 and archive.read(mimetype).strip().startswith(_ODS_MIME):
                 return ".ods"
-        except KeyError:
-            pass
+        except (KeyError, *_UNREADABLE):
+            pass  # measure() then says what is wrong with it
     if any(n.endswith("workbook.bin") for n in names):
         return ".xlsb"
     if "content.xml" in names and kind == ".ods":
@@ -165,6 +170,7 @@ def _pick(names: list[str], sheet: str | int | None) -> str:
 
 
 _SHEET_TAG = re.compile(rb"<(?:\w+:)?sheet\b[^>]*?\br:id=\"([^\"]+)\"")
+_REL_ID = re.compile(rb'\bId="([^"]+)"')
 _REL_TAG = re.compile(rb"<(?:\w+:)?Relationship\b[^>]*>")
 _TARGET = re.compile(rb'Target="([^"]+)"')
 _OFFICE_DOCUMENT = re.compile(rb'Type="[^"]*/officeDocument"')
@@ -179,8 +185,10 @@ _FORMULA = re.compile(
 _CELL_REF = re.compile(rb"\br=\"\$?([A-Z]{1,3})\$?(\d+)\"")
 _FORMULA_HINT = re.compile(rb"<(?:\w+:)?f\b")
 _CELL_START = re.compile(rb"<(?:\w+:)?c\b")
-_CHUNK = 1 << 20
 _MAX_TAIL = 64 * 1024
+_MAX_PART = 16 * 1024 * 1024  # the workbook part and its relationships, read before measuring
+# What zipfile raises for a member it cannot read.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError)
 _MAX_FORMULAS = 100_000  # enough to name every formula cell of any real feed
 
 
@@ -197,10 +205,33 @@ class _SheetXml:
     def __init__(self, archive: zipfile.ZipFile) -> None:
         self.archive = archive
         self.workbook = self._workbook_path()
+        self.found: dict[str, _Scan] = {}
+
+    def _small(self, name: str) -> bytes:
+        """A package part read before the archive is measured: zipfile stops at
+        the declared size, and only a small declared size is read."""
+        info = self.archive.getinfo(name)
+        if info.file_size > _MAX_PART:
+            raise KeyError(name)
+        try:
+            return self.archive.read(info)
+        except _UNREADABLE:
+            raise KeyError(name) from None  # measure() then says what is wrong with it
+
+    def scanners(self) -> dict[str, Callable[[bytes], None]]:
+        """A consumer of inflated bytes for every sheet part, for ``archive.measure``."""
+        sinks: dict[str, Callable[[bytes], None]] = {}
+        for path in self._sheet_paths():
+            if path is not None and path not in sinks:
+                self.found[path] = found = _Scan()
+                scanner = _scanner(found)
+                next(scanner)
+                sinks[path] = scanner.send
+        return sinks
 
     def _workbook_path(self) -> str | None:
         try:
-            rels = self.archive.read(_find(self.archive, "_rels/.rels"))
+            rels = self._small(_find(self.archive, "_rels/.rels"))
             for tag in _REL_TAG.findall(rels):
                 target = _TARGET.search(tag)
                 if _OFFICE_DOCUMENT.search(tag) and target is not None:
@@ -212,24 +243,30 @@ class _SheetXml:
         except KeyError:
             return None
 
-    def _sheet_path(self, index: int) -> str | None:
+    def _sheet_paths(self) -> list[str | None]:
+        """The zip member of each sheet, in the workbook's order (calamine's)."""
         if self.workbook is None:
-            return None
+            return []
         folder = _norm(self.workbook).rpartition("/")[0]
         rels_name = f"{folder}/_rels/{_norm(self.workbook).rpartition('/')[2]}.rels".lstrip("/")
         try:
-            ids = _SHEET_TAG.findall(self.archive.read(self.workbook))
-            rels = self.archive.read(_find(self.archive, rels_name))
-            wanted = f'Id="{ids[index].decode()}"'.encode()
-            for tag in _REL_TAG.findall(rels):
-                target = _TARGET.search(tag)
-                if wanted in tag and target is not None:
-                    path = target.group(1).decode()
-                    path = path.lstrip("/") if path.startswith("/") else f"{folder}/{path}".lstrip("/")
-                    return _find(self.archive, path)
-        except (KeyError, IndexError, UnicodeDecodeError):
-            pass
-        return None
+            ids = _SHEET_TAG.findall(self._small(self.workbook))
+            rels = self._small(_find(self.archive, rels_name))
+        except (KeyError, UnicodeDecodeError):
+            return []
+        targets: dict[bytes, str] = {}
+        for tag in _REL_TAG.findall(rels):
+            target, rel_id = _TARGET.search(tag), _REL_ID.search(tag)
+            if target is not None and rel_id is not None:
+                path = target.group(1).decode("utf-8", "replace")
+                targets[rel_id.group(1)] = path.lstrip("/") if path.startswith("/") else f"{folder}/{path}".lstrip("/")
+        paths: list[str | None] = []
+        for sheet_id in ids:
+            try:
+                paths.append(_find(self.archive, targets[sheet_id]))
+            except KeyError:
+                paths.append(None)
+        return paths
 
     def scan(self, index: int) -> _Scan:
         """Where calamine's range starts (it skips leading empty rows and columns), and the formula cells.
@@ -239,29 +276,19 @@ class _SheetXml:
         the sheet's size whatever it holds (500 MB of whitespace included).
         Any surprise falls back to row 1, column A.
         """
-        found = _Scan()
-        path = self._sheet_path(index)
-        if path is None:
-            return found
-        try:
-            with self.archive.open(path) as handle:
-                _scan(_chunks(handle), found)
-        except (KeyError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile):
-            pass  # measure() found the archive sound; anything else only costs the row origin
-        return found
+        paths = self._sheet_paths()
+        path = paths[index] if index < len(paths) else None
+        return self.found.get(path, _Scan()) if path is not None else _Scan()
 
 
-def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
-    while chunk := handle.read(_CHUNK):
-        yield chunk
-
-
-def _scan(chunks: Iterator[bytes], found: _Scan) -> None:
+def _scanner(found: _Scan) -> Generator[None, bytes, None]:
+    """Fed the sheet's inflated bytes chunk by chunk (``send``), fills in ``found``."""
     row_found = dimension_seen = False
     in_row, row_number, counted = False, 0, 0
     rows_tail = formula_tail = b""
     plain: bool | None = None  # whether the sheet's tags go without a namespace prefix
-    for chunk in chunks:
+    while True:
+        chunk = yield
         if chunk.find(b"<") < 0:  # memchr: whitespace padding costs next to nothing
             # A tag cut before this chunk goes on after it: the padding was
             # whitespace inside the tag, which one space stands for.

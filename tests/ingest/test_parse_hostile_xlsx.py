@@ -179,3 +179,21 @@ def test_an_encrypted_zip_member_is_password_protected(tmp_path):
     _flip_central(path, SHEET, 8, b"\x01\x00")  # general-purpose flag: encrypted
     with pytest.raises(FeedError, match=r"password-protected \('xl/worksheets/sheet1.xml' is encrypted\)"):
         parse_feed(path, ParseOptions())
+
+
+@pytest.mark.parametrize("mark", [b"<row", b'<row r="3"', b'<c r="B4" t="str">'],
+                         ids=["after-<row", "before->", "between-cell-and-formula"])
+def test_the_sheet_scanner_joins_a_tag_cut_across_chunks_and_a_whitespace_chunk(mark):
+    # The chunks are cut where XML allows whitespace, as the padding of a real sheet is.
+    from daemon.formats import xlsx
+
+    xml = (b'<worksheet><dimension ref="B3:C4"/><sheetData><row r="3"><c r="B3" t="inlineStr"><is><t>sku</t></is>'
+           b'</c></row><row r="4"><c r="B4" t="str"><f>1+1</f><v>2</v></c></row></sheetData></worksheet>')
+    at = xml.index(mark) + len(mark)
+    found = xlsx._Scan()
+    scanner = xlsx._scanner(found)
+    next(scanner)
+    for chunk in (xml[:at], b" " * 4096, xml[at:]):
+        scanner.send(chunk)
+    assert (found.first_row, found.first_col) == (3, 1)
+    assert found.formulas == {(4, 1): "=1+1"}
