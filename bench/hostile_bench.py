@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
             suffix = ".csv" if "line" in label and "sheet" not in label else ".xlsx"
             path = make(root / f"case{i}{suffix}")
             elapsed, peak, outcome = _measure(path, options, ingest)
-            print(f"{label}: {path.stat().st_size / MB:,.1f} MB file")
+            print(f"{label}: {path.stat().st_size / 1e6:,.1f} MB file")
             print(f"    {elapsed:6.2f} s, peak parser RSS {peak:,.0f} MB (limit {ingest.parse_memory_mb:,} MB above idle)")
             print(f"    {outcome[:160]}")
             path.unlink()
