@@ -68,7 +68,8 @@ def read_sheet(raw: bytes, sheet: str | int | None, max_uncompressed: int,
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             kind = _zip_kind(archive, kind)
-            located = _SheetXml(archive) if kind in (".xlsx", ".xlsm") else None
+            located: _SheetXml | _OdsRows | None = (
+                _SheetXml(archive) if kind in (".xlsx", ".xlsm") else _OdsRows(archive) if kind == ".ods" else None)
             # The sheets are scanned as they are measured: one inflate for both.
             sinks = located.scanners() if located is not None else {}
             measuring.measure(raw, archive, measuring.Limits(max_uncompressed, max_ratio), sinks)
@@ -79,7 +80,7 @@ def read_sheet(raw: bytes, sheet: str | int | None, max_uncompressed: int,
         raise FeedError(f"the workbook is a damaged zip archive ({exc or type(exc).__name__})") from None
 
 
-def _read(raw: bytes, sheet: str | int | None, kind: str, located: _SheetXml | None) -> Sheet:
+def _read(raw: bytes, sheet: str | int | None, kind: str, located: _SheetXml | _OdsRows | None) -> Sheet:
     try:
         reader = fastexcel.read_excel(raw)
         name = _pick(reader.sheet_names, sheet)
@@ -279,6 +280,76 @@ class _SheetXml:
         paths = self._sheet_paths()
         path = paths[index] if index < len(paths) else None
         return self.found.get(path, _Scan()) if path is not None else _Scan()
+
+
+class _OdsRows:
+    """Where calamine's range starts in each table of an .ods (it skips leading empty rows).
+
+    Row numbers only: an .ods keeps its formulas in cell attributes, which are
+    not looked for (a formula's value is read as the value, as in .xls and .xlsb).
+    """
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        try:
+            self.workbook: str | None = _find(archive, "content.xml")
+        except KeyError:
+            self.workbook = None
+        self.firsts: list[int] = []  # per table, in order: the 1-based row of its first value
+
+    def scanners(self) -> dict[str, Callable[[bytes], None]]:
+        if self.workbook is None:
+            return {}
+        scanner = _ods_scanner(self.firsts)
+        next(scanner)
+        return {self.workbook: scanner.send}
+
+    def scan(self, index: int) -> _Scan:
+        return _Scan(first_row=self.firsts[index] if index < len(self.firsts) else 1)
+
+
+_ODS_TABLE = b"<table:table "
+_ODS_TOKEN = re.compile(rb"<(/?)table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*)>")
+_ODS_REPEAT = re.compile(rb'table:number-rows-repeated="(\d+)"')
+
+
+def _ods_scanner(firsts: list[int]) -> Generator[None, bytes, None]:
+    """Fed content.xml chunk by chunk: counts each table's rows (repeats too) up to its first value."""
+    tail = b""
+    rows, repeat, has_value, looking = 0, 1, False, False
+    while True:
+        buffer = tail + (yield)
+        pos, tail = 0, b""
+        while True:
+            if not looking:  # between tables, or done with one: jump to the next table
+                at = buffer.find(_ODS_TABLE, pos)
+                if at < 0:
+                    tail = buffer[-len(_ODS_TABLE):]
+                    break
+                firsts.append(1)
+                rows, looking, pos = 0, True, at + len(_ODS_TABLE)
+                continue
+            token = _ODS_TOKEN.search(buffer, pos)
+            if token is None:
+                cut = buffer.rfind(b"<", pos)
+                tail = buffer[cut:] if cut >= 0 and len(buffer) - cut < _MAX_TAIL else b""
+                break
+            pos = token.end()
+            closing, tag, attrs = token.groups()
+            if tag == b"table":
+                looking = looking and not closing  # a table without any value: row 1 it is
+            elif tag == b"table-row":
+                if closing:
+                    if has_value:
+                        firsts[-1], looking = rows + 1, False
+                    else:
+                        rows += repeat
+                else:
+                    repeated = _ODS_REPEAT.search(attrs)
+                    repeat, has_value = int(repeated.group(1)) if repeated else 1, False
+                    if attrs.endswith(b"/"):
+                        rows += repeat
+            elif b"office:value-type" in attrs:
+                has_value = True
 
 
 def _scanner(found: _Scan) -> Generator[None, bytes, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -197,3 +198,21 @@ def test_the_sheet_scanner_joins_a_tag_cut_across_chunks_and_a_whitespace_chunk(
         scanner.send(chunk)
     assert (found.first_row, found.first_col) == (3, 1)
     assert found.formulas == {(4, 1): "=1+1"}
+
+
+def test_ods_row_numbers_count_leading_empty_rows_repeats_included(tmp_path):
+    path = hostile.ods(tmp_path / "lead.ods", [["sku", "quantity"], ["A", 1], ["B", "x"]])
+    with zipfile.ZipFile(path) as source:
+        parts = [(info, source.read(info)) for info in source.infolist()]
+    empty = (b'<table:table-row table:number-rows-repeated="2"><table:table-cell/></table:table-row>'
+             b'<table:table-row table:style-name="ro1"><table:table-cell table:number-columns-repeated="3"/>'
+             b"</table:table-row>")
+    with zipfile.ZipFile(path, "w") as out:
+        for info, content in parts:
+            if info.filename == "content.xml":
+                content = content.replace(b'<table:table table:name="Sheet1">',
+                                          b'<table:table table:name="Sheet1">' + empty, 1)
+            out.writestr(info, content)
+    parsed = parse_feed(path, ParseOptions())
+    assert parsed.frame.select("row", "sku").rows() == [(5, "A")]
+    assert [(e.row, e.value) for e in parsed.errors] == [(6, "x")]
