@@ -276,11 +276,14 @@ def _finish(
                            options.timezone, source.semicolon, options.max_sku_length)
     checked = validate.check(rows, labels, rules)
     frame, errors = checked.frame, checked.errors
-    if source.formula_errors:
-        rejected = {e[0] for e in source.formula_errors}
+    # Only rows that count: a formula left empty in an otherwise blank row is a blank row.
+    counted = set(rows.get_column("row").to_list()) if source.formula_errors else set()
+    formula_errors = [e for e in source.formula_errors if e[0] in counted]
+    if formula_errors:
+        rejected = {e[0] for e in formula_errors}
         frame = frame.filter(~pl.col("row").is_in(sorted(rejected)))
         # sorted() is stable: within a row, the formula's error comes after the others.
-        errors = sorted(errors + source.formula_errors, key=lambda e: e[0])
+        errors = sorted(errors + formula_errors, key=lambda e: e[0])
     return ParsedFeed(
         frame=frame,
         errors=[RowError(r, c, shorten(v, MAX_SHOWN_VALUE), m, shorten(k, MAX_SHOWN_VALUE))

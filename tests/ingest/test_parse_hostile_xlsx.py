@@ -216,3 +216,10 @@ def test_ods_row_numbers_count_leading_empty_rows_repeats_included(tmp_path):
     parsed = parse_feed(path, ParseOptions())
     assert parsed.frame.select("row", "sku").rows() == [(5, "A")]
     assert [(e.row, e.value) for e in parsed.errors] == [(6, "x")]
+
+
+def test_a_formula_left_empty_in_an_otherwise_blank_row_is_a_blank_row(tmp_path):
+    # Found by the hypothesis property: it was an error for a row that is not counted.
+    path = plain(tmp_path, [["sku", "quantity"], ["A", 1], [("=B9", ""), None], ["C", 3]])
+    parsed = parse_feed(path, ParseOptions())
+    assert parsed.errors == [] and parsed.frame["sku"].to_list() == ["A", "C"] and parsed.total_rows == 2
