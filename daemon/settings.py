@@ -448,6 +448,13 @@ class IngestSettings(_Model):
     done_markers: bool = False  # wait for NAME.done / NAME.ok before taking NAME
     max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     max_uncompressed_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # A sheet of data inflates 5-20 times; 500 MB of whitespace in a 500 KB
+    # file is 1,000 times. Not applied below 16 MB inflated (archive.RATIO_FLOOR).
+    max_inflation_ratio: float = Field(default=100.0, ge=1)
+    # Amazon takes 40 characters, eBay 80 and Shopify 255; 100 leaves room
+    # for every market's SKU while a 10,000-character "SKU" is refused. At
+    # most 200: products.sku is a String(200).
+    max_sku_length: int = Field(default=100, ge=1, le=200)
     parse_timeout_seconds: float = Field(default=300.0, gt=0)
     parse_memory_mb: int = Field(default=4096, ge=256)
     archive_retention_days: int = Field(default=90, ge=0)

@@ -42,7 +42,9 @@ TEXT: dict[str, bytes] = {
     "bad/empty.csv": b"",
     "bad/no_quantity_column.csv": b"sku,price\nA,1.00\n",
     "bad/not_a_zip.xlsx": b"sku,quantity\nA,1\n",
-    "bad/password_protected.xlsx": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504,
+    # An encrypted workbook is an OLE compound file holding an EncryptedPackage stream.
+    "bad/password_protected.xlsx": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504
+    + "EncryptedPackage".encode("utf-16-le") + b"\x00" * 32,
 }
 
 
@@ -76,6 +78,10 @@ def main() -> None:
         target.write_bytes(data)
     _good_xlsx(HERE / "good" / "inventory.xlsx")
     _mangled_xlsx(HERE / "bad" / "mangled_sku_text.xlsx")
+    # The bad-input corpus (sample_files/bad/, cases.csv says what each file must give).
+    from hostile import write_corpus  # run as a script: this folder is on sys.path
+
+    write_corpus(HERE.parent / "bad")
 
 
 if __name__ == "__main__":

@@ -203,3 +203,12 @@ def test_bans_take_their_old_max_failures_key_and_their_scores(tmp_path: Path) -
     assert (s.listeners.bans.threshold, s.listeners.bans.score_invalid) == (3, 2)
     problems = problems_of({"listeners": {"bans": {"threshold": 0}, "sftp": {"auth_timeout": 0}}}, tmp_path)
     assert set(problems) == {"listeners.bans.threshold", "listeners.sftp.auth_timeout"}
+
+
+def test_the_parser_limits_have_their_defaults_and_bounds(tmp_path: Path) -> None:
+    s = parse_settings({}, base=tmp_path)
+    assert (s.ingest.max_sku_length, s.ingest.max_inflation_ratio) == (100, 100.0)
+    # products.sku is a String(200): a longer SKU could not be stored.
+    found = problems_of({"ingest": {"max_sku_length": 201, "max_inflation_ratio": 0.5}}, tmp_path)
+    assert set(found) == {"ingest.max_sku_length", "ingest.max_inflation_ratio"}
+

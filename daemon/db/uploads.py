@@ -173,12 +173,25 @@ def replace_errors(session: Session, upload_id: int, errors: Iterable[ErrorTuple
     """Store an upload's row errors (row, column, value, sku, message), replacing any from a crashed try."""
     session.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
     batch = [
-        {"upload_id": upload_id, "row": r, "column": c, "value": v, "sku": s, "message": m}
+        {"upload_id": upload_id, "row": r, "column": _fit(c), "value": v, "sku": _fit(s), "message": m}
         for r, c, v, s, m in errors
     ]
     if batch:
         session.execute(insert(UploadError), batch)
     return len(batch)
+
+
+_SHORT_TEXT = 200  # upload_errors.column and .sku are String(200); value and message are Text
+
+
+def _fit(text: str | None) -> str | None:
+    """A header or SKU cut to its column: a 10,000-character "SKU" is a row error, not a failed commit.
+
+    The error's value keeps the whole text.
+    """
+    if text is None or len(text) <= _SHORT_TEXT:
+        return text
+    return text[:_SHORT_TEXT - 1] + "\u2026"
 
 
 def forget(session: Session, upload_id: int) -> None:

@@ -9,6 +9,7 @@ nonsense rows instead of one clear rejection.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from daemon.errors import FeedError
@@ -50,8 +51,9 @@ def decode(raw: bytes) -> Decoded:
     try:
         body.decode("utf-8")
         return Decoded(body, encoding)
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        bad_at = exc.start
+    _refuse_mixed(body, bad_at)
     try:
         text = body.decode("cp1252")
     except UnicodeDecodeError as exc:
@@ -61,6 +63,31 @@ def decode(raw: bytes) -> Decoded:
         ) from None
     return Decoded(
         text.encode("utf-8"), "cp1252", ["decoded as CP-1252 (not valid UTF-8)"]
+    )
+
+
+# A well-formed UTF-8 sequence of two to four bytes. CP-1252 text almost never
+# holds one (it would take a letter like 'Ã' followed by a symbol like '©').
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+    rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+
+
+def _refuse_mixed(body: bytes, bad_at: int) -> None:
+    """A file with valid UTF-8 text and bytes that are not UTF-8 is two files pasted together.
+
+    Decoded whole as CP-1252 it would turn the UTF-8 part into mojibake
+    (MÜLLER into MÃœLLER) and apply it: better one clear rejection.
+    """
+    if not _UTF8_MULTIBYTE.search(body):
+        return
+    line = body.count(b"\n", 0, bad_at) + 1
+    start = body.rfind(b"\n", 0, bad_at) + 1
+    raise FeedError(
+        f"the file mixes encodings: it has UTF-8 text, but line {line} is not UTF-8 "
+        f"(byte 0x{body[bad_at]:02X} at column {bad_at - start + 1}); save the whole file as UTF-8"
     )
 
 

@@ -31,6 +31,8 @@ class ParseOptions:
     duplicates: Literal["reject", "last_wins"] = "reject"
     timezone: str = "UTC"
     max_uncompressed_bytes: int = 256 * 1024 * 1024
+    max_inflation_ratio: float = 100.0
+    max_sku_length: int = 100
 
     def __post_init__(self) -> None:
         # A plain dict keeps the options picklable for the worker process.
@@ -58,20 +60,18 @@ class ParsedFeed:
     header: list[str]
 
 
-_XLSX_SUFFIXES = {".xlsx", ".xlsm"}
-
-
 def is_workbook(raw: bytes, name: str) -> bool:
-    """Whether a feed is read as an XLSX workbook: by its bytes, or by its name."""
-    return xlsx.is_zip(raw) or xlsx.is_cfb(raw) or Path(name).suffix.lower() in _XLSX_SUFFIXES
+    """Whether a feed is read as a workbook (calamine): by its bytes, or by its name."""
+    return xlsx.is_zip(raw) or xlsx.is_cfb(raw) or Path(name).suffix.lower() in xlsx.SUFFIXES
 
 
 def parse_feed(path: Path, options: ParseOptions) -> ParsedFeed:
     raw = Path(path).read_bytes()
+    suffix = Path(path).suffix.lower()
     if is_workbook(raw, str(path)):
         if not raw:
             raise FeedError("the file is empty")
-        table, source = _read_xlsx(raw, options)
+        table, source = _read_xlsx(raw, options, suffix)
     else:
         table, source = _read_text(raw, options)
     # Each step drops what the next one does not need, so the file's bytes,
@@ -107,6 +107,8 @@ class _Source:
     header: list[str]
     first_row: int  # the row number a user sees for the table's first row
     cell_errors: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> "#N/A"
+    formulas: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> "=1+1"
+    formula_errors: list[tuple[int, str | None, str | None, str, str | None]] = field(default_factory=list)
     spare: str | None = None  # the column catching fields beyond the header, if read
     semicolon: bool = False
     encoding: str | None = None
@@ -171,21 +173,24 @@ def _read_delimited(data: bytes, delimiter: str, width: int) -> tuple[pl.DataFra
     try:
         table = read(width + 1, ragged=True)
     except pl.exceptions.PolarsError as exc:
-        raise FeedError(f"the file cannot be read as delimited text: {str(exc).splitlines()[0]}") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # polars quotes the field it choked on, which may be megabytes long.
+        raise FeedError(f"the file cannot be read as delimited text: {shorten(detail)}") from None
     return table, table.columns[-1]
 
 
-def xlsx_header(raw: bytes, options: ParseOptions) -> tuple[str, int]:
+def xlsx_header(raw: bytes, options: ParseOptions, suffix: str = ".xlsx") -> tuple[str, int]:
     """The sheet a workbook feed is read from and the sheet row of its header, as
     ``parse_feed`` finds them: its row errors name the sheet rows after it."""
-    _, source = _read_xlsx(raw, options)
+    _, source = _read_xlsx(raw, options, suffix)
     assert source.sheet is not None
     return source.sheet, source.first_row - 1
 
 
-def _read_xlsx(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source]:
+def _read_xlsx(raw: bytes, options: ParseOptions, suffix: str = ".xlsx") -> tuple[pl.DataFrame, _Source]:
     heads.check_mapping(options.columns)
-    sheet = xlsx.read_sheet(raw, options.sheet, options.max_uncompressed_bytes)
+    sheet = xlsx.read_sheet(raw, options.sheet, options.max_uncompressed_bytes,
+                            options.max_inflation_ratio, suffix)
     frame = sheet.frame
     # Preamble rows are allowed in sheets too: the header is the first row
     # (among the first 200) that names a SKU column.
@@ -197,11 +202,13 @@ def _read_xlsx(raw: bytes, options: ParseOptions) -> tuple[pl.DataFrame, _Source
             raise FeedError(f"sheet {sheet.name!r} is empty")
         raise FeedError(
             f"no header row with a SKU column was found in sheet {sheet.name!r}; "
-            f"first row: {', '.join(repr(c) for c in probe[0] if c)}; "
+            f"first row: {heads.show_fields(probe[0])}; "
             f"accepted SKU names: {', '.join(heads.ALIASES['sku'])}"
         )
     errors = {(r - index - 1, c): text for (r, c), text in sheet.cell_errors.items() if r > index}
-    source = _Source(_header(probe[index]), sheet.first_row + index + 1, errors, sheet=sheet.name)
+    formulas = {(r - index - 1, c): text for (r, c), text in sheet.formulas.items() if r > index}
+    source = _Source(_header(probe[index]), sheet.first_row + index + 1, errors, sheet=sheet.name,
+                     formulas=formulas)
     return frame.slice(index + 1), source
 
 
@@ -232,6 +239,17 @@ def _used_rows(
     for (r, c), shown in source.cell_errors.items():
         if c in used.values() and 0 <= r < table.height:
             table[r, names[c]] = shown
+    # A formula's cached value is whatever the sheet last computed (=1+1 is
+    # SKU "2"): a row error, never a SKU or a stock level.
+    checked_roles = {used[role]: role for role in ("sku", "quantity") if role in used}
+    source.formula_errors = [
+        (source.first_row + r, source.header[c], formula,
+         (f"the {'SKU' if checked_roles[c] == 'sku' else 'quantity'} cell holds a formula ({formula}), "
+          f"not a value; paste the column as values"),
+         table[r, names[used['sku']]] if "sku" in used else None)
+        for (r, c), formula in sorted(source.formulas.items())
+        if c in checked_roles and 0 <= r < table.height
+    ]
     spare = source.spare
     # Most files need no trimming: a column that needs none passes through
     # as it is, where a trimmed copy would cost a new column.
@@ -271,15 +289,37 @@ def _needs_trim(cell: pl.Expr) -> pl.Expr:
     return ((cell.str.strip_chars() != cell) | (cell == "")).any()
 
 
+# A row error repeats the cell it is about; a 50 MB "SKU" must not become a
+# 50 MB history row, result file line and mail. The message says how long it was.
+MAX_SHOWN_VALUE = 1000
+
+
+def shorten(text: str | None, limit: int = 200) -> str | None:
+    """``text``, or its start and how long it was when it is longer than ``limit``."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\u2026 ({len(text):,} characters)"
+
+
 def _finish(
     rows: pl.DataFrame, labels: dict[str, str | None], source: _Source, options: ParseOptions,
 ) -> ParsedFeed:
     rules = validate.Rules(options.negative, options.max_quantity, options.duplicates,
-                           options.timezone, source.semicolon)
+                           options.timezone, source.semicolon, options.max_sku_length)
     checked = validate.check(rows, labels, rules)
+    frame, errors = checked.frame, checked.errors
+    # Only rows that count: a formula left empty in an otherwise blank row is a blank row.
+    counted = set(rows.get_column("row").to_list()) if source.formula_errors else set()
+    formula_errors = [e for e in source.formula_errors if e[0] in counted]
+    if formula_errors:
+        rejected = {e[0] for e in formula_errors}
+        frame = frame.filter(~pl.col("row").is_in(sorted(rejected)))
+        # sorted() is stable: within a row, the formula's error comes after the others.
+        errors = sorted(errors + formula_errors, key=lambda e: e[0])
     return ParsedFeed(
-        frame=checked.frame,
-        errors=[RowError(*e) for e in checked.errors],
+        frame=frame,
+        errors=[RowError(r, c, shorten(v, MAX_SHOWN_VALUE), m, shorten(k, MAX_SHOWN_VALUE))
+                for r, c, v, m, k in errors],
         warnings=source.warnings + checked.warnings, total_rows=checked.total_rows,
         encoding=source.encoding, delimiter=source.delimiter, sheet=source.sheet, header=source.header,
     )

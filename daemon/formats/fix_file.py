@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.formats import feeds
+from daemon.errors import FeedError
+from daemon.formats import feeds, xlsx
 from daemon.formats.cells import escape_cell
 from daemon.formats.feeds import ParseOptions
 
@@ -45,6 +46,11 @@ def chosen_rows(raw: bytes, name: str, options: ParseOptions, rows: Collection[i
     """The feed ``raw`` (named ``name``) with only its data rows numbered ``rows``;
     every non-blank data row when ``rows`` is None. Raises ``FeedError`` as the parser would."""
     if feeds.is_workbook(raw, name):
+        kind = ".xls" if xlsx.is_cfb(raw) else Path(name).suffix.lower()
+        if kind in (".xls", ".xlsb", ".ods"):
+            # openpyxl, which keeps each cell's type, writes only the zip-XML workbooks.
+            raise FeedError(f"quick-fix files are made of CSV and .xlsx feeds, not of a {kind} workbook: "
+                            "correct the rows the history names in the original and send it again")
         return _workbook(raw, options, rows)
     return _text(raw, name, options, rows)
 

@@ -109,5 +109,18 @@ def resolve(header: Sequence[str], mapping: Mapping[str, str]) -> Columns:
 
 
 def _show(header: Sequence[str]) -> str:
-    shown = [h for h in header if h.strip()]
-    return ", ".join(repr(h) for h in shown) if shown else "(none)"
+    return show_fields(header)
+
+
+def show_fields(fields: Sequence[str | None], *, each: int = 80, count: int = 30) -> str:
+    """Fields for a message, quoted: the non-empty ones, each and all of them cut short.
+
+    The fields come from the file, so a message quoting them could otherwise
+    be as long as a line of it (1 MB).
+    """
+    shown = [f for f in fields if f and f.strip()]
+    if not shown:
+        return "(none)"
+    quoted = [repr(f) if len(f) <= each else repr(f[:each]) + f"\u2026 ({len(f):,} characters)" for f in shown[:count]]
+    more = f", and {len(shown) - count:,} more" if len(shown) > count else ""
+    return ", ".join(quoted) + more

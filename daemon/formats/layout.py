@@ -14,11 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from daemon.errors import FeedError
-from daemon.formats.headers import ALIASES, looks_like_header
+from daemon.formats.headers import ALIASES, looks_like_header, show_fields
 
 DELIMITERS = (",", ";", "\t", "|")
 MAX_PREAMBLE_LINES = 200
 _MAX_SCAN_BYTES = 256 * 1024
+# No header of any producer comes near these; a file past them is something
+# else named .csv (a log, a dump, a JSON blob), and saying so beats a reader's
+# "field larger than field limit".
+MAX_LINE_BYTES = 1024 * 1024
+MAX_COLUMNS = 1000
 
 # How well a line's fields make a header: None when they do not, else a
 # rank (higher is better) that picks between delimiters.
@@ -36,7 +41,25 @@ class Layout:
 def split(line: str, delimiter: str) -> list[str]:
     # The csv module honours quotes, so "Custom label (SKU)" and quoted
     # headers containing the delimiter split the way the body will be split.
-    return next(csv.reader([line], delimiter=delimiter), [])
+    if delimiter not in line and '"' not in line:
+        return [line] if line else []  # one field, without csv's limit on a field's length
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return [line]  # a quote it cannot close: one field, which names no header
+
+
+def _size(n: int) -> str:
+    mb = n / 1_000_000  # as a file manager shows sizes
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:,.1f} MB"
+
+
+def _not_csv(number: int, data: bytes, offset: int, end: int) -> None:
+    """Refuse a line no feed has: too long, or too many fields."""
+    length = end - offset
+    if length > MAX_LINE_BYTES:
+        cut = " without a line break" if end >= len(data) else ""
+        raise FeedError(f"line {number} is {_size(length)} long{cut}: this is not a CSV feed")
 
 
 def find_header(data: bytes, rank: Rank, missing: Callable[[str], str]) -> Layout:
@@ -53,10 +76,14 @@ def find_header(data: bytes, rank: Rank, missing: Callable[[str], str]) -> Layou
             break
         end = data.find(b"\n", offset)
         end = len(data) if end < 0 else end
+        _not_csv(number, data, offset, end)
         line = data[offset:end].decode("utf-8", errors="replace").rstrip("\r")
         best: tuple[int, int, str] | None = None
         for delimiter in DELIMITERS:
             fields = split(line, delimiter)
+            if len(fields) > MAX_COLUMNS:
+                raise FeedError(f"line {number} has {len(fields):,} fields (at most {MAX_COLUMNS:,} are read): "
+                                f"this is not a CSV feed")
             score = rank(fields)
             if score is not None and (best is None or (score, len(fields)) > best[:2]):
                 best = (score, len(fields), delimiter)
@@ -65,7 +92,7 @@ def find_header(data: bytes, rank: Rank, missing: Callable[[str], str]) -> Layou
         if first_fields is None and line.strip() and not line.startswith("#"):
             first_fields = max((split(line, d) for d in DELIMITERS), key=len)
         offset = end + 1
-    shown = ", ".join(repr(f) for f in first_fields if f.strip()) if first_fields else "(none)"
+    shown = show_fields(first_fields) if first_fields else "(none)"
     raise FeedError(missing(shown))
 
 

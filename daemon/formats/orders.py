@@ -20,7 +20,7 @@ from pathlib import Path
 from daemon.errors import FeedError
 from daemon.formats import decode as decoding
 from daemon.formats.feeds import RowError
-from daemon.formats.headers import normalise
+from daemon.formats.headers import normalise, show_fields
 from daemon.formats.layout import find_header
 
 __all__ = [
@@ -81,7 +81,7 @@ def _columns(header: Sequence[str], roles: dict[str, tuple[str, ...]],
                 break
     missing = [r for r in required if r not in found]
     if missing:
-        shown = ", ".join(repr(h) for h in header if h) or "(none)"
+        shown = show_fields(header)
         raise FeedError(f"no {', '.join(missing)} column: headers found: {shown}")
     return found
 

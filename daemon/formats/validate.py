@@ -32,6 +32,11 @@ _AS_OF = (
     r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 _KEY = ["location", "sku"]
+# C0 and C1 control characters: invisible, and refused by every market; a
+# trimmed cell can still hold one inside (a tab, a line break in a quoted field).
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+_CONTROL_NAMES = {chr(c): f"a control character (U+{c:04X})" for c in [*range(32), *range(0x7F, 0xA0)]} | {
+    "\t": "a tab (U+0009)", "\n": "a line break (U+000A)", "\r": "a carriage return (U+000D)"}
 _EXTRA = "the row has more fields than the header (is a value like 1,200 missing its quotes?)"
 
 
@@ -42,6 +47,7 @@ class Rules:
     duplicates: str
     timezone: str
     semicolon: bool  # a ';' file: European locale, '.' may group thousands
+    max_sku_length: int = 100
 
 
 @dataclass
@@ -68,7 +74,7 @@ def check(rows: pl.DataFrame, headers: dict[str, str | None], rules: Rules) -> C
     df = _with(rows, pl.col("quantity").cast(pl.Int64, strict=False).alias("_q"),
                pl.col("as_of").str.strptime(pl.Datetime("us", "UTC"), _FAST_AS_OF, strict=False)
                .alias("_as_of"),
-               _sku_is_bad().alias("_x_sku"))
+               _sku_is_bad(rules.max_sku_length).alias("_x_sku"))
     df, slow_messages = _quantity(df, rules)
     df = _as_of(df, rules.timezone)
     warnings: list[str] = []
@@ -137,7 +143,7 @@ def _errors(
         failed = failed.with_columns(pl.lit(None, pl.Utf8).alias("_e_dup"))
     failed = failed.with_columns(
         pl.when(pl.col("_extra").is_not_null()).then(pl.lit(_EXTRA)).alias("_e_extra"),
-        _sku_error(), _quantity_error(rules), _cell_error("location"), _as_of_error(),
+        _sku_error(rules.max_sku_length), _quantity_error(rules), _cell_error("location"), _as_of_error(),
     )
     sources = [  # error column, the role whose header and raw value it reports
         ("_e_extra", None, "_extra"), ("_e_sku", "sku", "sku"), ("_e_q", "quantity", "quantity"),
@@ -165,18 +171,25 @@ def _cell_error(role: str) -> pl.Expr:
     )
 
 
-def _sku_is_bad() -> pl.Expr:
+def _sku_is_bad(max_length: int) -> pl.Expr:
     sku = pl.col("sku")
-    return sku.is_null() | sku.str.contains(_SPREADSHEET_ERROR) | sku.str.contains(_SCIENTIFIC)
+    return (sku.is_null() | sku.str.contains(_SPREADSHEET_ERROR) | sku.str.contains(_SCIENTIFIC)
+            | (sku.str.len_chars() > max_length) | sku.str.contains(_CONTROL))
 
 
-def _sku_error() -> pl.Expr:
+def _sku_error(max_length: int) -> pl.Expr:
     sku = pl.col("sku")
+    control = sku.str.extract(f"({_CONTROL})", 1).replace_strict(_CONTROL_NAMES, default="a control character")
     return (
         pl.when(sku.is_null()).then(pl.lit("SKU is empty"))
         .when(sku.str.contains(_SPREADSHEET_ERROR)).then(pl.lit("the SKU cell holds a spreadsheet error"))
         .when(sku.str.contains(_SCIENTIFIC))
         .then(pl.lit("SKU looks mangled by a spreadsheet (scientific notation)"))
+        .when(sku.str.len_chars() > max_length)
+        .then(pl.format(f"SKU is {{}} characters long, over the limit of {max_length:,} (max_sku_length)",
+                        sku.str.len_chars()))
+        .when(sku.str.contains(_CONTROL))
+        .then(pl.format("SKU contains {}, which no market accepts in a SKU", control))
         .alias("_e_sku")
     )
 

@@ -45,6 +45,7 @@ def parse_options(info: SourceInfo, ingest: IngestSettings) -> ParseOptions:
         negative="allow" if feed.mode == "adjust" else feed.negative,
         max_quantity=feed.max_quantity, duplicates=feed.duplicates,
         timezone=info.merchant.timezone, max_uncompressed_bytes=ingest.max_uncompressed_bytes,
+        max_inflation_ratio=ingest.max_inflation_ratio, max_sku_length=ingest.max_sku_length,
     )
 
 

@@ -253,3 +253,60 @@ def test_a_million_rows_parse_fast(tmp_path):
     elapsed = time.perf_counter() - started
     assert parsed.frame.height == n and parsed.errors == []
     assert elapsed < 3.0, f"1M rows took {elapsed:.2f} s"
+
+
+def test_a_file_mixing_utf8_and_cp1252_is_rejected_naming_the_first_line_that_is_not_utf8(tmp_path):
+    data = "sku,quantity\nMÜLLER-UTF8,1\nOK,2\n".encode() + "MÜLLER-1252,3\n".encode("cp1252") + b"Z,4\n"
+    with pytest.raises(FeedError, match=r"mixes encodings: it has UTF-8 text, but line 4 is not UTF-8 "
+                                        r"\(byte 0xDC at column 2\)"):
+        feed(tmp_path, data)
+
+
+def test_a_whole_cp1252_file_still_decodes_with_the_warning(tmp_path):
+    parsed = feed(tmp_path, "sku,quantity\nMÜLLER,1\nCAFÉ,2\n".encode("cp1252"))
+    assert parsed.frame["sku"].to_list() == ["MÜLLER", "CAFÉ"]
+    assert parsed.encoding == "cp1252" and parsed.warnings == ["decoded as CP-1252 (not valid UTF-8)"]
+
+
+def test_a_line_of_many_megabytes_without_a_break_is_not_a_csv_feed(tmp_path):
+    with pytest.raises(FeedError, match=r"^line 1 is 20 MB long without a line break: this is not a CSV feed$"):
+        feed(tmp_path, b"x" * 20_000_000)
+
+
+def test_a_long_preamble_line_is_named_by_its_number(tmp_path):
+    with pytest.raises(FeedError, match=r"^line 2 is 1\.5 MB long: this is not a CSV feed$"):
+        feed(tmp_path, b"# report\n" + b"y" * 1_500_000 + b"\nsku,quantity\nA,1\n")
+
+
+def test_a_header_with_too_many_columns_is_not_a_csv_feed(tmp_path):
+    header = ",".join(["sku", "quantity", *(f"c{i}" for i in range(99_998))])
+    with pytest.raises(FeedError, match=r"^line 1 has 100,000 fields \(at most 1,000 are read\): this is not a CSV"):
+        feed(tmp_path, header.encode() + b"\nA,1\n")
+
+
+def test_a_long_single_field_line_under_the_limit_is_just_not_a_header(tmp_path):
+    # csv's own field limit (128 KB) used to turn this into "the parser failed".
+    with pytest.raises(FeedError, match="no header row with a SKU column"):
+        feed(tmp_path, b"z" * 300_000 + b"\n" + b'"unclosed' * 20_000 + b"\n")
+
+
+def test_a_huge_field_in_the_body_is_a_row_error_that_shows_only_its_start(tmp_path):
+    parsed = feed(tmp_path, b"sku,quantity\nA,1\n" + b"B" * 3_000_000 + b",1\n")
+    [error] = parsed.errors
+    assert error.message == "SKU is 3000000 characters long, over the limit of 100 (max_sku_length)"
+    assert error.value == "B" * 1000 + "\u2026 (3,000,000 characters)" and error.sku == error.value
+    assert parsed.frame["sku"].to_list() == ["A"]
+
+
+def test_a_reader_error_quoting_a_huge_field_is_cut_short(tmp_path):
+    with pytest.raises(FeedError) as caught:
+        feed(tmp_path, b'sku,quantity\nA,1\n"' + b"C" * 2_000_000 + b"\n")
+    assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+def test_a_message_quoting_the_file_s_fields_cuts_them_short(tmp_path):
+    with pytest.raises(FeedError) as caught:
+        feed(tmp_path, b"z" * 500_000 + b"\n" + b",".join(b"h%d" % i for i in range(100)) + b"\n")
+    message = str(caught.value)
+    assert len(message) < 600
+    assert "'" + "z" * 80 + "'\u2026 (500,000 characters)" in message

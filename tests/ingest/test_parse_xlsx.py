@@ -100,8 +100,15 @@ def test_an_xlsx_that_is_not_a_zip_is_a_feed_error(tmp_path):
 
 def test_a_password_protected_workbook_is_a_feed_error(tmp_path):
     path = tmp_path / "feed.xlsx"
-    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + "EncryptedPackage".encode("utf-16-le"))
     with pytest.raises(FeedError, match="password-protected"):
+        parse_feed(path, ParseOptions())
+
+
+def test_a_damaged_legacy_xls_says_the_xls_could_not_be_read(tmp_path):
+    path = tmp_path / "feed.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    with pytest.raises(FeedError, match=r"^the \.xls file could not be read: "):
         parse_feed(path, ParseOptions())
 
 
@@ -117,7 +124,7 @@ def test_a_zip_that_is_no_workbook_is_a_feed_error(tmp_path):
     path = tmp_path / "feed.xlsx"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "hello")
-    with pytest.raises(FeedError, match="not an Excel workbook"):
+    with pytest.raises(FeedError, match="not a spreadsheet workbook"):
         parse_feed(path, ParseOptions())
 
 

@@ -194,3 +194,14 @@ def test_the_fix_of_a_fix_is_named_for_the_first_file() -> None:
     assert fix_name("../../etc/passwd", 3, ".csv") == "passwd.fix-3.csv"
     assert fix_name("C:\\exports\\Stock Levels.XLSX", 4, ".xlsx") == "Stock Levels.fix-4.xlsx"
     assert fix_name(".csv", 5, ".csv") == ".csv.fix-5.csv"
+
+
+@pytest.mark.parametrize("name", ["libreoffice.ods", "legacy.xls"])
+def test_a_workbook_openpyxl_cannot_write_back_gets_no_quick_fix_and_says_why(name: str) -> None:
+    from daemon.errors import FeedError
+    from daemon.formats.feeds import ParseOptions
+    from daemon.formats.fix_file import chosen_rows
+
+    raw = (Path(__file__).parents[2] / "sample_files" / "bad" / name).read_bytes()
+    with pytest.raises(FeedError, match=r"quick-fix files are made of CSV and \.xlsx feeds, not of a \.(ods|xls)"):
+        chosen_rows(raw, name, ParseOptions(), [2])
