@@ -246,7 +246,8 @@ def test_two_daemons_send_each_change_once_and_the_other_takes_over_when_the_lea
     # The leader stops; the other daemon takes the work over and sends the next change.
     (one if leader == one_node(one) else two).stop()
     (two if leader == one_node(one) else one).drop("third.csv", "sku,quantity\nA,1\n")
-    _wait(lambda: len(files()) == 3, "a delta from the new leader")
+    # Delivered is marked after the remote rename, so the file shows a moment before its row does.
+    _wait(lambda: len(files()) == 3 and _exports(database)[-1][0] == "delivered", "a delta from the new leader")
     rows = _exports(database)
     assert len(rows) == 3 and rows[-1][1] != leader and rows[-1][0] == "delivered"
     assert files()[-1].read_text().splitlines() == ["sku,quantity", "A,8"]

@@ -53,7 +53,7 @@ def served(make_env) -> Iterator[tuple[IngestEnv, FtpService, Received]]:  # typ
     accounts.add("wh1", source_id=info.id, root=info.folder, password=PASSWORD)
     received = Received(env)
     service = FtpService(FtpConfig(host="127.0.0.1", port=0, auth_failed_delay_s=0.05, idle_timeout=60),
-                         accounts, BanList(max_failures=5, window_s=300, ban_s=900), received)
+                         accounts, BanList(), received)
     service.start()
     yield env, service, received
     service.stop(timeout=30)
