@@ -7,6 +7,7 @@ PostgreSQL tests skip where no server answers, unless STOCKDROP_REQUIRE_PG=1
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,31 +57,117 @@ class Database:
     engine: Engine
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head; each test gets a copy (the migrations take 0.3 s a run)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "stockdrop.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def _copy_sqlite(src: Path, dst: Path) -> None:
+    """A consistent copy, WAL included (SQLite's backup API, not a copy of the file)."""
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
+class _Schemas:
+    """PostgreSQL schemas migrated to head, emptied and handed to the next test.
+
+    A test's schema is emptied (``TRUNCATE ... RESTART IDENTITY``: ids start at
+    1 again, as in a new schema) only if it is still exactly the migrated
+    schema: same tables, at head. One a test changed (a downgrade cut short, a
+    table of its own) is dropped, and the next test gets a new one.
+    """
+
+    def __init__(self) -> None:
+        self.free: list[str] = []
+        self.tables: set[str] | None = None
+
+    def take(self, admin: Engine) -> str:
+        if self.free:
+            return self.free.pop()
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine = make_engine(_pg_url(schema))
+        migrate.upgrade(engine)
+        engine.dispose()
+        if self.tables is None:
+            self.tables = self._tables(admin, schema)
+        return schema
+
+    def give_back(self, admin: Engine, schema: str) -> None:
+        try:
+            with admin.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+                version = conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version')).scalar()
+                tables = self._tables(admin, schema)
+                if version != migrate.HEAD or tables != self.tables:
+                    raise LookupError("changed")
+                names = ", ".join(f'"{schema}"."{t}"' for t in sorted(tables - {"alembic_version"}))
+                conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            self.free.append(schema)
+        except Exception:  # noqa: BLE001 - anything unusual: a new schema next time
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+    @staticmethod
+    def _tables(admin: Engine, schema: str) -> set[str]:
+        with admin.connect() as conn:
+            return set(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema})
+                       .scalars())
+
+    def drop_all(self, admin: Engine) -> None:
+        with admin.begin() as conn:
+            for schema in self.free:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        self.free.clear()
+
+
+def _pg_url(schema: str) -> str:
+    # Each test gets its own schema, found through search_path.
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def _pg_schemas() -> Iterator[_Schemas]:
+    schemas = _Schemas()
+    yield schemas
+    if schemas.free:
+        admin = create_engine(PG_URL)
+        schemas.drop_all(admin)
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty database of each kind, migrated to head."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'stockdrop.db'}"
+        path = tmp_path / "stockdrop.db"
+        _copy_sqlite(request.getfixturevalue("_sqlite_template"), path)
+        url = f"sqlite:///{path}"
         engine = make_engine(url)
-        migrate.upgrade(engine)
         yield Database("sqlite", url, engine)
         engine.dispose()
         return
     need_pg()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schemas: _Schemas = request.getfixturevalue("_pg_schemas")
     admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    # Each test gets its own schema, found through search_path.
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    schema = schemas.take(admin)
+    url = _pg_url(schema)
     engine = make_engine(url)
-    migrate.upgrade(engine)
     try:
         yield Database("postgresql", url, engine)
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        schemas.give_back(admin, schema)
         admin.dispose()
 
 
