@@ -7,6 +7,8 @@ import ipaddress
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,16 @@ class CliResult:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``cond`` came true within ``timeout`` seconds (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> CliResult:

@@ -90,27 +90,22 @@ class Alerts:
         with self._sessions() as session:
             market = session.get(MarketRecord, market_id)
             export = session.get(ExportRecord, export_id)
-            if market is None or export is None:
+            merchant = self._merchant(session, market.merchant_id) if market is not None else None
+            if market is None or export is None or merchant is None:
                 return
-            merchant = self._merchant(session, market.merchant_id)
-            if merchant is None:
-                return
-            body = render.Body(f"Exports to {market.name} are failing").add(
-                render.Para(f"Stockdrop could not deliver export {export.id} ({export.file_name}) to market "
-                            f"{market.name} of {merchant.name}: {error}", strong=True),
-                render.Facts([("Market", market.name),
-                              ("Export", f"{export.id}, a {export.kind} feed of {export.line_count} line(s)"),
-                              ("Destination", export.destination), ("Tries", str(export.attempts)),
-                              ("Last try", _when(self._now()))]),
-                render.Para("Nothing is lost: the export is kept and sent again at the market's next run, "
-                            "and no later feed overtakes it. Until it goes through, the market keeps the "
-                            "quantities it was last sent."),
-                render.Para("What to do: check the endpoint in [merchants.markets.export] (host, login, "
-                            "host key or certificate) and whether the market's server is up."),
-                render.Commands([(f"stockdrop exports --market {market.name}", "every try and its error"),
-                                 (f"stockdrop export {market.name}", "send it now, once the endpoint is fixed")]))
             alert = (market.merchant_id, merchant.report_recipients,
-                     f"[stockdrop] {merchant.name}: exports to {market.name} are failing", body,
+                     f"[stockdrop] {merchant.name}: exports to {market.name} are failing",
+                     self._delivery_failing(
+                         f"Exports to {market.name} are failing",
+                         f"export {export.id} ({export.file_name}) to market {market.name} of {merchant.name}",
+                         error, [("Market", market.name),
+                                 ("Export", f"{export.id}, a {export.kind} feed of {export.line_count} line(s)")],
+                         export.destination, export.attempts,
+                         "the export is kept and sent again at the market's next run, and no later feed "
+                         "overtakes it. Until it goes through, the market keeps the quantities it was last sent.",
+                         "[merchants.markets.export]", "market",
+                         [(f"stockdrop exports --market {market.name}", "every try and its error"),
+                          (f"stockdrop export {market.name}", "send it now, once the endpoint is fixed")]),
                      f"market:{market.id}:export_failing")
         self._write(*alert, event_key=None)
 
@@ -119,31 +114,38 @@ class Alerts:
         with self._sessions() as session:
             source = session.get(Source, source_id)
             export = session.get(OrderExportRecord, export_id)
-            if source is None or export is None:
+            merchant = self._merchant(session, source.merchant_id) if source is not None else None
+            if source is None or export is None or merchant is None:
                 return
-            merchant = self._merchant(session, source.merchant_id)
-            if merchant is None:
-                return
-            settings = next((s for s in merchant.all_sources() if s.name == source.name), None)
-            recipients = settings.recipients(merchant) if settings else merchant.report_recipients
-            body = render.Body(f"Order files to {source.name} are failing").add(
-                render.Para(f"Stockdrop could not deliver order file {export.id} ({export.file_name}) to warehouse "
-                            f"{source.name} of {merchant.name}: {error}", strong=True),
-                render.Facts([("Warehouse", source.name),
-                              ("Order file", f"{export.id}, {export.line_count} order line(s)"),
-                              ("Destination", export.destination), ("Tries", str(export.attempts)),
-                              ("Last try", _when(self._now()))]),
-                render.Para("Nothing is lost: the file is kept and sent again at the warehouse's next run, with "
-                            "the order lines it carries. Until it goes through, the warehouse does not know of "
-                            "these orders, so they are not shipped."),
-                render.Para("What to do: check the endpoint in [merchants.sources.orders_export] (host, login, "
-                            "host key or certificate) and whether the warehouse's server is up."),
-                render.Commands([(f"stockdrop orders export {source.name}",
-                                  "send it now, once the endpoint is fixed")]))
-            alert = (source.merchant_id, recipients,
-                     f"[stockdrop] {merchant.name}: order files to {source.name} are failing", body,
+            alert = (source.merchant_id, _recipients(merchant, source.name),
+                     f"[stockdrop] {merchant.name}: order files to {source.name} are failing",
+                     self._delivery_failing(
+                         f"Order files to {source.name} are failing",
+                         f"order file {export.id} ({export.file_name}) to warehouse {source.name} of "
+                         f"{merchant.name}", error,
+                         [("Warehouse", source.name),
+                          ("Order file", f"{export.id}, {export.line_count} order line(s)")],
+                         export.destination, export.attempts,
+                         "the file is kept and sent again at the warehouse's next run, with the order lines "
+                         "it carries. Until it goes through, the warehouse does not know of these orders, so "
+                         "they are not shipped.",
+                         "[merchants.sources.orders_export]", "warehouse",
+                         [(f"stockdrop orders export {source.name}", "send it now, once the endpoint is fixed")]),
                      f"source:{source.id}:order_export_failing")
         self._write(*alert, event_key=None)
+
+    def _delivery_failing(self, title: str, what: str, error: str, facts: list[tuple[str, str]],
+                          destination: str, attempts: int, kept: str, section: str, party: str,
+                          commands: list[tuple[str, str]]) -> render.Body:
+        """The body of an alert for a delivery that keeps failing (a market's feed, a warehouse's orders)."""
+        return render.Body(title).add(
+            render.Para(f"Stockdrop could not deliver {what}: {error}", strong=True),
+            render.Facts([*facts, ("Destination", destination), ("Tries", str(attempts)),
+                          ("Last try", _when(self._now()))]),
+            render.Para(f"Nothing is lost: {kept}"),
+            render.Para(f"What to do: check the endpoint in {section} (host, login, host key or certificate) "
+                        f"and whether the {party}'s server is up."),
+            render.Commands(commands))
 
     def _merchant(self, session: Session, merchant_id: int) -> MerchantSettings | None:
         record = session.get(Merchant, merchant_id)
@@ -159,8 +161,7 @@ class Alerts:
             merchant = self._merchant(session, source.merchant_id)
             if merchant is None:
                 return None
-            settings = next((s for s in merchant.all_sources() if s.name == source.name), None)
-            recipients = settings.recipients(merchant) if settings else merchant.report_recipients
+            recipients = _recipients(merchant, source.name)
             where, owner, merchant_id = f"source {source.name}", f"source:{source.id}", source.merchant_id
             short = source.name
         else:
@@ -256,3 +257,9 @@ def alerts_for(sessions: sessionmaker[Session], settings: Settings) -> Alerts | 
 
 def counts_of(upload: Upload) -> Mapping[str, int]:
     return {key: getattr(upload, key) for key in ("rows", "applied", "unchanged", "errors", "zeroed", "stale")}
+
+
+def _recipients(merchant: MerchantSettings, source: str) -> list[str]:
+    """Who is mailed about a source: its own ``report_recipients``, else the merchant's."""
+    settings = next((s for s in merchant.all_sources() if s.name == source), None)
+    return settings.recipients(merchant) if settings else merchant.report_recipients

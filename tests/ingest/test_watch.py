@@ -13,15 +13,7 @@ from daemon.ingest.arrival import Arrival
 from daemon.ingest.names import is_temporary
 from daemon.ingest.sources import Inbox
 from daemon.ingest.watch import FolderWatcher
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
+from tests.helpers import wait_for
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,19 +19,11 @@ import pytest
 from daemon.ingest.arrival import Arrival
 from daemon.ingest.outcomes import Outcome
 from daemon.ingest.watch import FolderWatcher
+from tests.helpers import wait_for
 from tests.ingest.conftest import IngestEnv
 from tests.ingest.test_pipeline import kept
 
 SETTLE = 0.3
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 class Watched:
