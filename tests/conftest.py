@@ -82,13 +82,15 @@ class _Schemas:
 
     A test's schema is emptied (``TRUNCATE ... RESTART IDENTITY``: ids start at
     1 again, as in a new schema) only if it is still exactly the migrated
-    schema: same tables, at head. One a test changed (a downgrade cut short, a
-    table of its own) is dropped, and the next test gets a new one.
+    schema: same tables, indexes and constraints, at head. One a test changed
+    (a downgrade cut short, a table of its own, a first load's rebuild of the
+    indexes gone wrong) is dropped, and the next test gets a new one.
     """
 
     def __init__(self) -> None:
         self.free: list[str] = []
         self.tables: set[str] | None = None
+        self.shape: set[str] = set()
 
     def take(self, admin: Engine) -> str:
         if self.free:
@@ -100,7 +102,7 @@ class _Schemas:
         migrate.upgrade(engine)
         engine.dispose()
         if self.tables is None:
-            self.tables = self._tables(admin, schema)
+            self.tables, self.shape = self._tables(admin, schema), self._shape(admin, schema)
         return schema
 
     def give_back(self, admin: Engine, schema: str) -> None:
@@ -109,7 +111,7 @@ class _Schemas:
                 conn.execute(text("SET LOCAL lock_timeout = '10s'"))
                 version = conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version')).scalar()
                 tables = self._tables(admin, schema)
-                if version != migrate.HEAD or tables != self.tables:
+                if version != migrate.HEAD or tables != self.tables or self._shape(admin, schema) != self.shape:
                     raise LookupError("changed")
                 names = ", ".join(f'"{schema}"."{t}"' for t in sorted(tables - {"alembic_version"}))
                 conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -123,6 +125,22 @@ class _Schemas:
         with admin.connect() as conn:
             return set(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema})
                        .scalars())
+
+    @staticmethod
+    def _shape(admin: Engine, schema: str) -> set[str]:
+        """The schema's indexes, constraints and sequences' settings, with the schema's name taken out.
+
+        (TRUNCATE ... RESTART IDENTITY restarts a sequence, but keeps an
+        increment a test changed.)
+        """
+        with admin.connect() as conn:
+            return set(conn.execute(text(
+                "SELECT tablename || ' ' || replace(indexdef, :q, '') FROM pg_indexes WHERE schemaname = :s "
+                "UNION ALL SELECT conname || ' ' || convalidated::text || ' ' || replace(pg_get_constraintdef(oid), :q, '') "
+                "FROM pg_constraint WHERE connamespace = CAST(:s AS regnamespace) "
+                "UNION ALL SELECT concat_ws(' ', sequencename, data_type, start_value, min_value, max_value, "
+                "increment_by, cycle, cache_size) FROM pg_sequences WHERE schemaname = :s"),
+                {"s": schema, "q": f"{schema}."}).scalars())
 
     def drop_all(self, admin: Engine) -> None:
         with admin.begin() as conn:

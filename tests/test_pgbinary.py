@@ -89,3 +89,29 @@ _rows = st.lists(st.tuples(
 def test_any_rows_read_back_exactly(cursor, rows) -> None:  # type: ignore[no-untyped-def]
     frame = pl.DataFrame(rows, schema=SCHEMA, orient="row")
     assert round_trip(cursor, frame) == expected(frame)
+
+
+@pytest.mark.parametrize("e, f", [("ab-c", "üüü"), ("", "x")], ids=["texts-of-one-length", "empty-texts"])
+def test_rows_of_fields_of_one_width_each_read_back_exactly(cursor, monkeypatch, e, f) -> None:  # type: ignore[no-untyped-def]
+    """No nulls and every text of one byte length: each row is one record (``encode_rows``'s fast way)."""
+    monkeypatch.setattr(pgbinary, "_SLICE", 7)
+    n = 50
+    frame = pl.DataFrame({
+        "a": [i - 25 for i in range(n)], "b": [-(2**31) + i for i in range(n)], "c": [2**63 - 1 - i for i in range(n)],
+        "d": [datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) + timedelta(microseconds=i) for i in range(n)],
+        "e": [e] * n, "f": [f] * n,
+    }, schema=SCHEMA)
+    assert round_trip(cursor, frame) == expected(frame)
+
+
+_no_null_rows = st.lists(st.tuples(
+    st.integers(-(2**15), 2**15 - 1), st.integers(-(2**31), 2**31 - 1), st.integers(-(2**63), 2**63 - 1),
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
+    st.text("abc", min_size=3, max_size=3), _text), min_size=1, max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=_no_null_rows)
+def test_runs_of_fixed_fields_around_a_varying_text_read_back_exactly(cursor, rows) -> None:  # type: ignore[no-untyped-def]
+    frame = pl.DataFrame(rows, schema=SCHEMA, orient="row")
+    assert round_trip(cursor, frame) == expected(frame)

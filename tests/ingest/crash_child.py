@@ -4,7 +4,9 @@
     python -m tests.ingest.crash_child CONFIG recover
 
 CRASH_AT: ``before_commit`` (the apply ran inside the transaction, which
-never commits) or ``before_archive`` (committed; the file is still in the spool);
+never commits), ``mid_rebuild`` (a big first load on PostgreSQL, its indexes
+dropped and its rows written: ``db.bulk.pgrebuild``) or ``before_archive``
+(committed; the file is still in the spool);
 ``orders_before_commit`` delivers FILE to market "shop" as an order file.
 """
 
@@ -46,6 +48,19 @@ def main() -> None:
                 _die()
 
             bulk.write_plan = write_then_die  # type: ignore[assignment]
+        elif crash_at == "mid_rebuild":  # a first load's indexes dropped, its rows COPYed
+            from daemon.db.bulk import pgrebuild
+            from daemon.db.bulk import postgres as bulk_pg
+
+            pgrebuild.MIN_ROWS = 10
+            real_copy = bulk_pg.copy_new
+
+            def copy_then_die(*a, **k):  # type: ignore[no-untyped-def]
+                real_copy(*a, **k)
+                if k.get("ids") is not None:
+                    _die()
+
+            bulk_pg.copy_new = copy_then_die  # type: ignore[assignment]
         elif crash_at == "before_archive":
             process.Processor._file_away = _die  # type: ignore[assignment,method-assign]
         if crash_at == "orders_before_commit":

@@ -7,20 +7,23 @@ stock and ledger rows take them from there. Other writers of the merchant's prod
 the same time (the lock is per source, ``db.stock.lock_source``): where one
 of them created one of the same SKUs first, the COPY fails on the unique key
 inside a savepoint, and the rows go through the stage instead, whose insert
-keeps the first creator's product (``insert_new_products``).
+keeps the first creator's product (``insert_new_products``). A big first
+load into a nearly empty store builds the indexes once at the end instead
+(``pgrebuild``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import polars as pl
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from daemon.db.bulk import pgbinary
+from daemon.db.bulk import pgbinary, pgrebuild
 from daemon.db.engine import driver_connection as dbapi
 
 STAGE = "feed_stage"
@@ -56,26 +59,19 @@ class PostgresBulk:
         if new.height == 0:
             return None
         at = pl.lit(now.astimezone(UTC)).dt.cast_time_unit("us").alias("at")
+        write = partial(copy_new, session, new, merchant_id=merchant_id, source_id=source_id, at=at,
+                        reference=reference, actor=actor)
+        rebuilt = pgrebuild.first_load(session, new.height, int(new.get_column("changed").sum()),
+                                       lambda ids: write(ids=ids))
+        if rebuilt is not None:
+            return rebuilt
         try:
             with session.begin_nested():
-                copy_binary(session, "products (merchant_id, sku, created_at)",
-                            new.select(pl.lit(merchant_id).alias("m"), "sku", at), ("int4", "text", "timestamptz"))
+                return write(ids=None)
         except Exception as exc:  # psycopg's UniqueViolation, not imported where SQLite runs
             if getattr(exc, "sqlstate", None) != _UNIQUE_VIOLATION:
                 raise
             return None
-        new = new.with_columns(_copied_ids(session, new.get_column("sku"), merchant_id).alias("product_id"))
-        copy_binary(session, "stock (source_id, product_id, quantity, as_of, updated_at)", new.select(
-            pl.lit(source_id).alias("src"), "product_id", "after", "as_of", at),
-            ("int4", "int4", "int4", "timestamptz", "timestamptz"))
-        # For a new product, before is "nothing" (0 in the ledger).
-        copy_binary(session, "ledger (source_id, product_id, before, after, reason, reference, actor, at)",
-                    new.filter(pl.col("changed")).select(
-                        pl.lit(source_id).alias("src"), "product_id", pl.col("before").fill_null(0), "after",
-                        pl.when(pl.col("zeroed")).then(pl.lit("feed_zeroed")).otherwise(pl.lit("feed")).alias("r"),
-                        pl.lit(reference).alias("ref"), pl.lit(actor).alias("actor"), at),
-                    ("int4", "int4", "int4", "int4", "text", "text", "text", "timestamptz"))
-        return new.select("sku", "product_id")
 
     def load_keys(self, session: Session, keys: pl.Series) -> None:
         conn = session.connection()
@@ -126,6 +122,44 @@ class PostgresBulk:
         return _with_created_ids(session, written)
 
 
+def copy_new(session: Session, new: pl.DataFrame, *, ids: pgrebuild.Ids | None, merchant_id: int,
+             source_id: int, at: pl.Expr, reference: str, actor: str) -> pl.DataFrame:
+    """COPY new products, their stock and the ledger rows of those that changed; returns (sku, product_id).
+
+    With ``ids`` (``pgrebuild``) every row's id is given from its ranges;
+    without, the sequences give them as the rows are written. The products'
+    COPY fails on the unique key where another writer created one of the
+    SKUs first.
+    """
+    def id_kind(kind: pgbinary.Kind) -> list[pgbinary.Kind]:
+        return [] if ids is None else [kind]
+
+    given = [] if ids is None else [(pl.int_range(0, new.height, dtype=pl.Int64) * ids.product_step
+                                     + ids.products).alias("id")]
+    copy_binary(session, "products (" + ("id, " if ids else "") + "merchant_id, sku, created_at)",
+                new.select(*given, pl.lit(merchant_id).alias("m"), "sku", at),
+                [*id_kind("int4"), "int4", "text", "timestamptz"])
+    if ids is None:
+        new = new.with_columns(_copied_ids(session, new.get_column("sku"), merchant_id).alias("product_id"))
+    else:
+        new = new.with_columns(given[0].alias("product_id"))
+    copy_binary(session, "stock (source_id, product_id, quantity, as_of, updated_at)", new.select(
+        pl.lit(source_id).alias("src"), "product_id", "after", "as_of", at),
+        ("int4", "int4", "int4", "timestamptz", "timestamptz"))
+    changed = new.filter(pl.col("changed"))
+    ledger_ids = [] if ids is None else [(pl.int_range(0, changed.height, dtype=pl.Int64) * ids.ledger_step
+                                          + ids.ledger).alias("id")]
+    # For a new product, before is "nothing" (0 in the ledger).
+    copy_binary(session, "ledger (" + ("id, " if ids else "")
+                + "source_id, product_id, before, after, reason, reference, actor, at)",
+                changed.select(
+                    *ledger_ids, pl.lit(source_id).alias("src"), "product_id", pl.col("before").fill_null(0), "after",
+                    pl.when(pl.col("zeroed")).then(pl.lit("feed_zeroed")).otherwise(pl.lit("feed")).alias("r"),
+                    pl.lit(reference).alias("ref"), pl.lit(actor).alias("actor"), at),
+                [*id_kind("int8"), "int4", "int4", "int4", "int4", "text", "text", "text", "timestamptz"])
+    return new.select("sku", "product_id")
+
+
 def _copied_ids(session: Session, skus: pl.Series, merchant_id: int) -> pl.Series:
     """The ids the sequence gave the products just COPYed, in their order.
 
@@ -148,6 +182,10 @@ def _copied_ids(session: Session, skus: pl.Series, merchant_id: int) -> pl.Serie
 def _reserve(session: Session, n: int) -> pl.Series:
     """``n`` new products' ids, taken from the sequence (possibly with gaps)."""
     with dbapi(session).cursor() as cur:
+        # The lock an INSERT of products takes anyway, taken before the ids:
+        # ``pgrebuild`` relies on every nextval of this sequence happening
+        # under it.
+        cur.execute("LOCK TABLE products IN ROW EXCLUSIVE MODE")
         # The sequence's name first: pg_get_serial_sequence inside the query would run per row.
         cur.execute("SELECT pg_get_serial_sequence('products', 'id')")
         (sequence,) = cur.fetchone()
