@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 DEMO ?= demo
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core; PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= auto
 BIN = $(VENV)/bin
 
 .PHONY: setup run lint test bench clean
@@ -29,7 +31,7 @@ lint: setup
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
 test: setup lint
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -7,6 +7,11 @@ daemon stopped, crashed or lost the network, and another daemon takes over
 at its next try. On SQLite only one daemon uses the database: it always
 leads.
 
+The lock is named for the work and for the schema the daemon's tables are
+in (``current_schema()``): advisory locks are per database, and two
+installations in two schemas of one database (``search_path``) are two
+stores, each with its own leader.
+
 Ask ``is_leader()`` right before the work (a scheduled export, a digest, a
 retention sweep); it is cheap while the lock is held (a ``SELECT 1`` on the
 lock's connection proves the session still is) and tries to take the lock
@@ -26,16 +31,15 @@ from sqlalchemy import Engine
 log = structlog.get_logger(__name__)
 
 
-def lock_key(name: str) -> int:
-    """The 64-bit advisory-lock key for ``name`` (stable across daemons and versions)."""
-    return int.from_bytes(hashlib.sha256(f"stockdrop:{name}".encode()).digest()[:8], "big", signed=True)
+def lock_key(name: str, schema: str) -> int:
+    """The 64-bit advisory-lock key for ``name`` in ``schema`` (the same for every daemon of that store)."""
+    return int.from_bytes(hashlib.sha256(f"stockdrop:{schema}:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 class Leadership:
     def __init__(self, engine: Engine, name: str) -> None:
         self.name = name
         self._engine = engine
-        self._key = lock_key(name)
         self._held: Any = None  # the lock's connection, detached from the pool
         self._lock = threading.Lock()
 
@@ -57,7 +61,8 @@ class Leadership:
                 conn: Any = held.dbapi_connection  # psycopg's Connection
                 conn.rollback()  # the pool's pre-ping may have left a transaction open
                 conn.autocommit = True
-                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
+                (schema,) = conn.execute("SELECT current_schema()").fetchone()
+                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name, schema),)).fetchone()[0]
             except Exception:
                 log.warning("leadership_unavailable", work=self.name, exc_info=True)
                 return False
