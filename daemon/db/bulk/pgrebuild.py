@@ -67,7 +67,7 @@ _GIVE_WAY = {"55P03", "40P01", "23505"}
 
 @dataclass(frozen=True)
 class Ids:
-    """The id ranges this load owns: products from ``products``, ledger rows from ``ledger``, by ``step``."""
+    """The ranges of ids this load owns: each starts at its first id and rises by its sequence's step."""
 
     products: int
     ledger: int
