@@ -264,3 +264,61 @@ def test_a_second_daemon_waiting_on_the_tables_finishes_after_the_load(
     assert second.quantities("wh2") == {"SKU-001": 500, "OTHER": 2}
     with first.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Product)) == 41  # SKU-001 once
+
+
+def test_a_sequence_that_steps_by_three_gives_the_rebuilt_load_ids_by_three(
+        make_env, database: Database, rebuilds) -> None:  # type: ignore[no-untyped-def]
+    """The ranges follow the sequences' own increment, and what comes after does not collide."""
+    env = make_env()
+    with database.engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE products_id_seq INCREMENT BY 3"))
+        conn.execute(text("ALTER SEQUENCE ledger_id_seq INCREMENT BY 3"))
+    out = env.upload("first.csv", feed(ROWS), received_at=T1)
+    assert out.status == "applied" and rebuilds == [True]
+    env.set("LATER", 1)  # the sequences' own nextval, after the ranges
+    with env.sessions() as s:
+        products = s.scalars(select(Product.id).order_by(Product.id)).all()
+        ledger = s.scalars(select(LedgerEntry.id).order_by(LedgerEntry.id)).all()
+    assert products == list(range(products[0], products[0] + 3 * 41, 3))
+    assert ledger == list(range(ledger[0], ledger[0] + 3 * 35, 3))
+    assert env.quantities() == {"LATER": 1, **dict(ROWS)}
+
+
+def test_two_daemons_first_loading_overlapping_skus_at_once_keep_one_product_each(
+        make_env, database: Database, rebuilds, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Both big, both into a nearly empty store: one rebuilds, the other waits and then
+    finds the first one's products (a SKU both bring is one product, each source its stock)."""
+    first = make_env()
+    second = make_env(node="b")
+    before = catalogue(database.engine)
+    started, go = threading.Event(), threading.Event()
+    real = bulk_pg.copy_new
+
+    def slow(session, new, *, ids, **k):  # type: ignore[no-untyped-def]
+        out = real(session, new, ids=ids, **k)
+        if ids is not None and not started.is_set():
+            started.set()
+            go.wait(30)
+        return out
+
+    monkeypatch.setattr(bulk_pg, "copy_new", slow)
+    theirs = [(f"SKU-{i:03d}", i + 1000) for i in range(20, 60)]  # 20 of ROWS' SKUs, 20 new
+    results: dict[str, object] = {}
+    one = threading.Thread(target=lambda: results.update(a=first.upload("a.csv", feed(ROWS), received_at=T1)))
+    one.start()
+    assert started.wait(30)
+    two = threading.Thread(target=lambda: results.update(
+        b=second.upload("b.csv", feed(theirs), source="wh2", received_at=T1)))
+    two.start()
+    two.join(1.0)
+    assert two.is_alive()  # behind the first load's lock
+    go.set()
+    one.join(30)
+    two.join(30)
+    assert {k: o.status for k, o in results.items()} == {"a": "applied", "b": "applied"}  # type: ignore[attr-defined]
+    assert rebuilds.count(True) == 1
+    assert catalogue(database.engine) == before
+    assert first.quantities() == dict(ROWS)
+    assert second.quantities("wh2") == dict(theirs)
+    with first.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Product)) == 60

@@ -90,8 +90,7 @@ def encode_rows(frame: pl.DataFrame, kinds: Sequence[Kind]) -> bytes:
     blocks = [_records(run, n) for run in runs]
     if not varying:
         return blocks[0].tobytes()
-    row_len = sum((np.full(n, b.shape[1], dtype=np.int64) for b in blocks), np.zeros(n, dtype=np.int64))
-    row_len += sum(lengths for _, lengths in varying)
+    row_len = sum(b.shape[1] for b in blocks) + sum(lengths for _, lengths in varying)
     out = np.empty(int(row_len.sum()), dtype=np.uint8)
     position = np.concatenate(([0], np.cumsum(row_len)[:-1])).astype(np.int64)
     for i, block in enumerate(blocks):
